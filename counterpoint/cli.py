@@ -1,0 +1,140 @@
+"""The `counterpoint` command.
+
+User errors (a bad flag value, an unknown model, a malformed dataset) print one line on stderr and
+exit with status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from counterpoint._version import __version__
+from counterpoint.errors import CounterpointError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="counterpoint",
+    help="An agentic LLM runtime: the model keeps generating while its tools run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"counterpoint {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """counterpoint: asynchronous function calling, AOV workflows, KV reuse, traces and evals."""
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="The question or task for the agent.")],
+    model: Annotated[
+        str,
+        typer.Option(help="embedded, a local model directory, a cached hub id, or openai:NAME."),
+    ] = "embedded",
+    base_url: Annotated[
+        str | None, typer.Option(help="Base URL of an OpenAI-compatible server (openai:NAME).")
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, max=32768, help="Most tokens to generate.")
+    ] = 256,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, max=5.0, help="0 is greedy (the default).")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    mode: Annotated[
+        str,
+        typer.Option(click_type=click.Choice(["async", "parallel", "sync"]), help="Calling mode."),
+    ] = "async",
+    system: Annotated[str | None, typer.Option(help="Instructions (system prompt).")] = None,
+    trace: Annotated[bool, typer.Option(help="Record the run in the traces database.")] = True,
+) -> None:
+    """Run PROMPT on a model and stream the answer to the terminal."""
+    from counterpoint._console import EventPrinter
+    from counterpoint.agents.agent import Agent
+    from counterpoint.runtime.backends.base import SamplingParams
+    from counterpoint.runtime.backends.registry import resolve_model
+    from counterpoint.runtime.session import Limits
+
+    resolved = resolve_model(model, base_url=base_url)
+    agent = Agent(
+        name="cli",
+        instructions=system or "You are a helpful assistant. Answer briefly.",
+        model=resolved,
+        mode=mode,  # type: ignore[arg-type]
+        params=SamplingParams(temperature=temperature, seed=seed, max_tokens=max_tokens),
+        limits=Limits(max_tokens=max_tokens),
+        tracer=trace,
+    )
+    printer = EventPrinter(_console)
+
+    async def go() -> None:
+        async for event in agent.stream(prompt):
+            printer(event)
+
+    asyncio.run(go())
+
+
+@app.command()
+def demo() -> None:
+    """The demo: an agent with tools of different latencies on the embedded model."""
+    from counterpoint._demo import run_demo
+
+    run_demo(_console)
+
+
+def _mount_subcommands() -> None:
+    try:
+        from counterpoint.runtime.tracing.cli import traces_app
+    except ImportError:  # pragma: no cover - during development
+        return
+    app.add_typer(traces_app, name="traces", help="Inspect recorded runs.")
+
+
+_mount_subcommands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="counterpoint", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # bad flags and values: click's own user errors
+        print(f"counterpoint: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("counterpoint: aborted", file=sys.stderr)
+        sys.exit(130)
+    except CounterpointError as exc:
+        print(f"counterpoint: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("counterpoint: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Resolving a model spec (``embedded``, a path, a hub id, ``openai:NAME``) to a Model.
+
+Loaded local models are cached per process, so several agents share one model (and its worker
+thread); their sessions interleave at token granularity.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from counterpoint.runtime.backends.base import Model
+
+__all__ = ["resolve_model"]
+
+_lock = threading.Lock()
+_loaded: dict[str, Model] = {}
+
+
+def resolve_model(spec: str | None = None, *, base_url: str | None = None) -> Model:
+    """Return the Model a spec names.
+
+    - ``None`` or ``"embedded"``: the embedded SmolLM2-135M-Instruct (env ``COUNTERPOINT_MODEL``
+      overrides the default);
+    - ``"openai:NAME"``: model NAME on an OpenAI-compatible server at ``base_url`` (or
+      ``OPENAI_BASE_URL``);
+    - anything else: a local directory or a Hugging Face id already in the local cache.
+    """
+    spec = spec or os.environ.get("COUNTERPOINT_MODEL") or "embedded"
+    if spec.startswith("openai:"):
+        from counterpoint.runtime.backends.openai import OpenAIModel
+
+        return OpenAIModel(spec.removeprefix("openai:"), base_url=base_url)
+    with _lock:
+        model = _loaded.get(spec)
+        if model is None:
+            from counterpoint.runtime.backends.transformers import TransformersModel
+
+            model = TransformersModel.load(None if spec == "embedded" else spec)
+            _loaded[spec] = model
+        return model
