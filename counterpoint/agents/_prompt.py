@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from counterpoint.tools.toolset import Toolset
 
-__all__ = ["build_system_prompt"]
+__all__ = ["build_system_prompt", "describe_tools"]
 
 _PROTOCOL = """\
 You can call functions. To call one, write a call block:
@@ -14,8 +14,8 @@ You do not wait for a result: right after a call block, write the next independe
 writing. Each result arrives later in your text as
 [INTR] c1 [HEAD] <result> [END]
 If you cannot do anything more until a result arrives, write [TRAP][END]. Never write [INTR] yourself.
-Call independent functions first{lpt}. When you have every result you need, write the final answer
-in plain text."""
+Call independent functions first{lpt}.
+When you have every result you need, write the final answer in plain text."""
 
 _LPT = ", the slowest first (estimated latencies are listed)"
 
@@ -36,6 +36,19 @@ def build_system_prompt(instructions: str, tools: Toolset) -> str:
     if len(tools):
         lpt = _LPT if any(t.estimated_latency_s is not None for t in tools) else ""
         parts.append(_PROTOCOL.format(lpt=lpt))
-        parts.append("Functions:\n" + tools.describe())
+        parts.append("Functions:\n" + describe_tools(tools))
         parts.append(_EXAMPLE)
     return "\n\n".join(parts)
+
+
+def describe_tools(tools: Toolset) -> str:
+    """One line per tool (its signature, description and latency), then its parameters' docs."""
+    lines = []
+    for line, tool in zip(tools.describe().splitlines(), tools, strict=True):
+        lines.append(f"- {line}")
+        properties = tool.parameters.get("properties", {})
+        for pname, prop in properties.items():
+            doc = prop.get("description") if isinstance(prop, dict) else None
+            if doc:
+                lines.append(f"    {pname}: {doc}")
+    return "\n".join(lines)

@@ -163,7 +163,7 @@ def task_toolset(task: Task) -> Toolset:
                 "required": ["item", "step"],
             },
         }
-        return Tool.from_schema(spec, impl, estimated_latency=latency)
+        return Tool.from_schema(spec, impl, estimated_latency_s=latency)
 
     names = sorted({n for chain in task.chains for n in chain})
     return Toolset([make(n) for n in names])
