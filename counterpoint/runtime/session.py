@@ -69,14 +69,16 @@ class Limits:
 class RunResult:
     """What a finished run produced.
 
-    ``text`` is the model's answer with the protocol markup removed; ``transcript`` is everything
-    the model wrote and every interrupt injected, in order. Times are seconds since the run started.
+    ``text`` is the model's answer with the protocol markup removed; ``generated`` is everything
+    the model wrote; ``transcript`` is that with every interrupt injected, in order. Times are
+    seconds since the run started.
     """
 
     run_id: str
     status: Literal["ok", "error", "cancelled", "limit"]
     text: str
     transcript: str
+    generated: str = ""
     calls: list[CallResult] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     wall_s: float = 0.0
@@ -137,6 +139,7 @@ class Session:
         self._results: list[CallResult] = []
         self._text: list[str] = []
         self._transcript: list[str] = []
+        self._generated: list[str] = []
         self._calls = 0
         self._interrupts = 0
         self._tokens = 0
@@ -230,6 +233,7 @@ class Session:
         )
         self._tokens += 1
         self._transcript.append(text)
+        self._generated.append(text)
 
     async def _handle_all(self, decoder: Decoder, events: list[ParseEvent]) -> None:
         for ev in events:
@@ -378,6 +382,7 @@ class Session:
             status=status,
             text="".join(self._text).strip(),
             transcript="".join(self._transcript),
+            generated="".join(self._generated),
             calls=list(self._results),
             usage=usage,
             wall_s=self._clock(),
