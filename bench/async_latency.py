@@ -2,9 +2,9 @@
 
 Workloads (counterpoint.runtime.workloads): a BFCL-parallel-shaped set (2–6 independent calls per
 task) and a multi-step parallel set (three chains of 1–5 dependent calls), tool latencies drawn
-deterministically from 30–500 ms (mean ≈ 110 ms). Generation is emulated by ScriptedModel at 5 ms per
-token (the paper's cloud emulation), driven by an ideal model that writes each call as soon as it is
-ready (LPT order); the same policy drives every mode. On the real embedded model the same
+deterministically from 30–500 ms (mean ≈ 110 ms). Generation is emulated by ScriptedModel at 5 ms
+per token (the paper's cloud emulation), driven by an ideal model that writes each call as soon as
+it is ready (LPT order); the same policy drives every mode. On the real embedded model the same
 transcripts are replayed teacher-forced (real forward passes, real prefill of interrupts), and the
 stateless variants (a full re-prefill of the context after every result, what a stateless chat API
 pays) are measured too.

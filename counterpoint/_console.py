@@ -1,4 +1,4 @@
-"""Rendering a run's events to the terminal as they happen (used by `counterpoint run` and the demo)."""
+"""Rendering a run's events to the terminal as they happen (`counterpoint run`, the demo)."""
 
 from __future__ import annotations
 

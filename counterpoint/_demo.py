@@ -18,7 +18,7 @@ from rich.table import Table
 from counterpoint._console import EventPrinter
 from counterpoint.agents.agent import Agent
 from counterpoint.runtime.backends.base import SamplingParams
-from counterpoint.runtime.session import Limits, RunResult
+from counterpoint.runtime.session import Limits
 from counterpoint.tools.tool import FunctionTool, tool
 
 __all__ = ["QUESTION", "demo_tools", "run_demo"]

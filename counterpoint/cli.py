@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from enum import StrEnum
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -28,6 +28,14 @@ app = typer.Typer(
 )
 
 _console = Console()
+
+
+class CallMode(StrEnum):
+    """How the runtime schedules the model's function calls."""
+
+    ASYNC = "async"
+    PARALLEL = "parallel"
+    SYNC = "sync"
 
 
 def _version(value: bool) -> None:
@@ -63,10 +71,7 @@ def run(
         float, typer.Option(min=0.0, max=5.0, help="0 is greedy (the default).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    mode: Annotated[
-        str,
-        typer.Option(click_type=click.Choice(["async", "parallel", "sync"]), help="Calling mode."),
-    ] = "async",
+    mode: Annotated[CallMode, typer.Option(help="Calling mode.")] = CallMode.ASYNC,
     system: Annotated[str | None, typer.Option(help="Instructions (system prompt).")] = None,
     trace: Annotated[bool, typer.Option(help="Record the run in the traces database.")] = True,
 ) -> None:
@@ -82,7 +87,7 @@ def run(
         name="cli",
         instructions=system or "You are a helpful assistant. Answer briefly.",
         model=resolved,
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode.value,
         params=SamplingParams(temperature=temperature, seed=seed, max_tokens=max_tokens),
         limits=Limits(max_tokens=max_tokens),
         tracer=trace,
@@ -119,21 +124,24 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="counterpoint", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        rc = command.main(args=argv, prog_name="counterpoint", standalone_mode=False)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # bad flags and values: click's own user errors
-        print(f"counterpoint: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("counterpoint: aborted", file=sys.stderr)
         sys.exit(130)
+    except typer.TyperException as exc:  # bad flags and values: typer's own user errors
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        print(f"counterpoint: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
     except CounterpointError as exc:
         print(f"counterpoint: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("counterpoint: interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Give every call a new short id (c1, c2, c3, ...). Use keyword arguments with lit
 You do not wait for a result: right after a call block, write the next independent call or keep
 writing. Each result arrives later in your text as
 [INTR] c1 [HEAD] <result> [END]
-If you cannot do anything more until a result arrives, write [TRAP][END]. Never write [INTR] yourself.
+If you cannot do anything more until a result arrives, write [TRAP][END].
+Never write [INTR] yourself.
 Call independent functions first{lpt}.
 When you have every result you need, write the final answer in plain text."""
 

@@ -24,9 +24,7 @@ Prompt_ = str | Sequence[Message]
 class _ToolAware(Protocol):
     """A backend that can call tools natively (OpenAIModel)."""
 
-    def with_tools(
-        self, tools: Sequence[Any], *, native_tools: bool | None = None
-    ) -> Model: ...
+    def with_tools(self, tools: Sequence[Any], *, native_tools: bool | None = None) -> Model: ...
 
 
 class Agent:

@@ -8,8 +8,8 @@ other, unbounded tool concurrency, zero runtime overhead. Each bound then adds t
 generation time.
 
 The order rule used by the async simulation — among the calls ready to be written, the one whose
-chain has the most execution time left goes first (LPT) — is also the rule the benchmark's scripted model
-follows, so the bound and the measurement describe the same schedule.
+chain has the most execution time left goes first (LPT) — is also the rule the benchmark's scripted
+model follows, so the bound and the measurement describe the same schedule.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@
   multi-step parallel set).
 
 Tool latencies are drawn deterministically per function name from 30–500 ms with a mean near 110 ms
-(the paper's measured distribution: a shifted exponential, truncated at 500 ms). :class:`IdealPolicy`
-is a ScriptedModel policy that writes each call as soon as it is ready, longest remaining chain first
-(LPT), waits when nothing is ready, and answers once every result is in; the same script drives every
-mode, so comparing modes isolates scheduling.
+(the paper's measured distribution: a shifted exponential, truncated at 500 ms).
+:class:`IdealPolicy` is a ScriptedModel policy that writes each call as soon as it is ready, longest
+remaining chain first (LPT), waits when nothing is ready, and answers once every result is in; the
+same script drives every mode, so comparing modes isolates scheduling.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def multistep_set(n_tasks: int = 20, seed: int = 1) -> list[Task]:
 def call_text(task: Task, chain: int, step: int) -> str:
     """The CML block the ideal model writes for one call."""
     name = task.chains[chain][step]
-    return f'[CALL] {task.call_id(chain, step)} [HEAD] {name}(item="{task.id}", step={step}) [END]\n'
+    body = f'{name}(item="{task.id}", step={step})'
+    return f"[CALL] {task.call_id(chain, step)} [HEAD] {body} [END]\n"
 
 
 FINAL_ANSWER = "All results are in: here is the answer."
@@ -129,8 +130,7 @@ class IdealPolicy:
         ready = [
             (ci, si)
             for ci, si, _ in self.task.calls()
-            if (ci, si) not in self._written
-            and (si == 0 or self.task.call_id(ci, si - 1) in done)
+            if (ci, si) not in self._written and (si == 0 or self.task.call_id(ci, si - 1) in done)
         ]
         if ready:
             ci, si = lpt_order(self._chains, ready)[0]

@@ -214,6 +214,6 @@ async def test_call_limit_and_token_limit() -> None:
 
 
 async def test_no_tools_plain_generation() -> None:
-    result, events = await _run(ScriptedModel("Just an answer."), "async")
+    result, _ = await _run(ScriptedModel("Just an answer."), "async")
     assert result.text == "Just an answer." and result.calls == []
     assert result.first_token_t is not None and result.latency_s >= 0

