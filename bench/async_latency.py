@@ -116,7 +116,7 @@ async def main(argv: Sequence[str]) -> None:
         ),
     }
     if not args.no_replay:
-        from bench._replay import replay_sets
+        from _replay import replay_sets
 
         result.update(await replay_sets(args.replay_tasks))
     print("RESULT " + json.dumps(result))
