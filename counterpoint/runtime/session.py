@@ -51,18 +51,26 @@ __all__ = ["INTR_BAN", "Limits", "Mode", "PendingPolicy", "RunResult", "Session"
 Mode = Literal["sync", "parallel", "async"]
 PendingPolicy = Literal["wait", "cancel"]
 MODES: tuple[Mode, ...] = ("sync", "parallel", "async")
-INTR_BAN = "[INTR]"
+INTR_BAN = "[INTR"  # also catches near-misses such as "[INTR_END]"
 _STRAY = frozenset({"[END]", "[HEAD]"})
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on one session. A run that hits ``max_tokens`` ends with status ``limit``."""
+    """Bounds on one session.
+
+    A run that hits ``max_tokens`` ends with status ``limit``. A call past ``max_calls``, or made
+    while ``max_pending`` calls are still in flight, comes back to the model as an error interrupt.
+    ``max_concurrency`` bounds how many of the session's calls execute at once (the others queue);
+    ``call_timeout_s`` applies to tools that set no timeout of their own.
+    """
 
     max_tokens: int = 1024
     max_calls: int = 64
     max_pending: int = 32
     max_turns: int = 64
+    max_concurrency: int | None = None
+    call_timeout_s: float | None = 60.0
 
 
 @dataclass
@@ -132,7 +140,14 @@ class Session:
         self.parent_run_id = parent_run_id
         self._t0 = 0.0
         self._parser = CMLParser()
-        self._executor = Executor(tools, run_id=self.run_id, clock=self._clock, emit=self._emit)
+        self._executor = Executor(
+            tools,
+            run_id=self.run_id,
+            clock=self._clock,
+            emit=self._emit,
+            max_concurrency=self.limits.max_concurrency,
+            default_timeout_s=self.limits.call_timeout_s,
+        )
         self._decoder: Decoder | None = None
         self._local: list[CallResult] = []  # results made by the session itself (bad markup...)
         self._turn_calls: list[Call] = []  # parallel mode: calls waiting for the turn's end

@@ -217,3 +217,20 @@ async def test_no_tools_plain_generation() -> None:
     result, _ = await _run(ScriptedModel("Just an answer."), "async")
     assert result.text == "Just an answer." and result.calls == []
     assert result.first_token_t is not None and result.latency_s >= 0
+
+
+async def test_session_concurrency_limit_queues_calls() -> None:
+    script = [" ".join(f"[CALL] c{i} [HEAD] slow(x={i}) [END]" for i in range(3)), "ok"]
+    result, events = await _run(ScriptedModel(script), "async", limits=Limits(max_concurrency=1))
+    finished = sorted(e.t for e in _of(events, CallFinished))
+    assert len(finished) == 3 and all(r.ok for r in result.calls)
+    # one at a time: each call ends at least one tool latency after the previous one
+    assert finished[1] - finished[0] >= 0.1 and finished[2] - finished[1] >= 0.1
+
+
+async def test_tool_without_timeout_gets_the_sessions() -> None:
+    script = ["[CALL] c1 [HEAD] slow(x=1) [END]", "after"]
+    model = ScriptedModel(script)
+    result, _ = await _run(model, "async", limits=Limits(call_timeout_s=0.02))
+    assert result.text == "after"
+    assert result.calls[0].ok is False and "timed out" in (result.calls[0].error or "")
