@@ -40,7 +40,14 @@ def _agent(mode: str = "async") -> Agent:
 def test_system_prompt_teaches_the_protocol_and_lists_tools() -> None:
     prompt = _agent().system_prompt()
     assert prompt.startswith("You answer questions.")
-    for needle in ("[CALL]", "[INTR]", "[TRAP][END]", "lookup(", "What to look up", "slowest first"):
+    for needle in (
+        "[CALL]",
+        "[INTR]",
+        "[TRAP][END]",
+        "lookup(",
+        "What to look up",
+        "slowest first",
+    ):
         assert needle in prompt
     bare = Agent("plain", "Be brief.", model=ScriptedModel("x"), tracer=False).system_prompt()
     assert bare == "Be brief."
@@ -66,9 +73,7 @@ async def test_stream_yields_typed_events_in_order() -> None:
 
 
 async def test_closing_the_stream_early_cancels_the_run() -> None:
-    agent = Agent(
-        "t", tools=[lookup], model=ScriptedModel(SCRIPT, token_time_s=0.01), tracer=False
-    )
+    agent = Agent("t", tools=[lookup], model=ScriptedModel(SCRIPT, token_time_s=0.01), tracer=False)
     seen: list[Event] = []
     stream = agent.stream("q")
     async for event in stream:
