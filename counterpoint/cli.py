@@ -115,6 +115,9 @@ def _mount_subcommands() -> None:
     except ImportError:  # pragma: no cover - during development
         return
     app.add_typer(traces_app, name="traces", help="Inspect recorded runs.")
+    from counterpoint.evals.cli import eval_app
+
+    app.add_typer(eval_app, name="eval", help="BFCL-style evals: run, resume, report.")
 
 
 _mount_subcommands()
