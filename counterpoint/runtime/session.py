@@ -192,6 +192,7 @@ class Session:
         error: str | None = None
         try:
             self._decoder = await self.model.start(prompt, self.params)
+            _bind_run(self._decoder, self.run_id, self._t0)
             status = await self._loop(self._decoder)
         except asyncio.CancelledError:
             status, error = "cancelled", "the run was cancelled"
@@ -405,6 +406,13 @@ class Session:
             last_token_t=self._last_token_t,
             error=error,
         )
+
+
+def _bind_run(decoder: Decoder, run_id: str, t0: float) -> None:
+    """Tell a decoder that wants it which run it serves (KV-reuse decoders trace with it)."""
+    bind = getattr(decoder, "bind_run", None)
+    if callable(bind):
+        bind(run_id, t0)
 
 
 def _last_user_text(context: Sequence[Message] | Prompt) -> str:

@@ -250,6 +250,14 @@ class TransformersModel:
         """
         return await self._open(TransformersDecoder, None, list(ids), params, cache=cache)
 
+    async def run_in_worker(self, job: Callable[[], _T]) -> _T:
+        """Run ``job`` in the model's worker thread, where every forward pass runs, and await it.
+
+        For extensions that run forward passes of their own on this model (KV reuse), so that
+        they never race the decoders' passes.
+        """
+        return await self._run(job)
+
     def replay(self, script: str) -> ReplayModel:
         """A model whose decoders run real forward passes but emit the tokens of ``script``."""
         return ReplayModel(self, script)
@@ -409,6 +417,26 @@ class TransformersDecoder:
         return self._cache
 
     @property
+    def last_logits(self) -> torch.Tensor | None:
+        """The most recent next-token logits (1-D; ``None`` once closed).
+
+        Before the first step they are those the first token will be chosen from; right after a
+        step, those that step's token was chosen from; after :meth:`force`, those after its ids.
+        """
+        return self._logits
+
+    async def force(self, ids: Sequence[int], *, keep_logits: int = 0) -> torch.Tensor | None:
+        """Teacher forcing: append ``ids`` as if this decoder had generated them.
+
+        The pending token and ``ids`` are fed in one forward pass; ``ids`` count as generated
+        tokens. Returns the next-token logits after each of the last ``keep_logits`` ids (shape
+        ``[keep_logits, vocab]``), or ``None`` when ``keep_logits`` is 0.
+        """
+        async with self._lock:
+            self._check_open()
+            return await self._owner._run(lambda: self._force_sync(list(ids), keep_logits))
+
+    @property
     def stopped(self) -> bool:
         """True after EOS or a stop string, until the next :meth:`extend`."""
         return self._stopped
@@ -426,6 +454,10 @@ class TransformersDecoder:
 
     def _forward(self, ids: list[int]) -> torch.Tensor:
         """Feed ``ids`` onto the cache; return the logits after the last one. Worker thread."""
+        return self._forward_logits(ids, 1)[-1]
+
+    def _forward_logits(self, ids: list[int], keep: int) -> torch.Tensor:
+        """Feed ``ids`` onto the cache; return the logits after each of the last ``keep``."""
         limit = self._owner._max_positions
         if limit is not None and len(self._ids) + len(ids) > limit:
             raise CounterpointError(
@@ -436,7 +468,7 @@ class TransformersDecoder:
         cache = self._cache
         if cache is None:
             raise CounterpointError("this decoder is closed: open a new one with model.start()")
-        extra = {"logits_to_keep": 1} if self._owner._keep_arg else {}
+        extra = {"logits_to_keep": keep} if self._owner._keep_arg else {}
         input_ids = torch.tensor([ids], dtype=torch.long)
         try:
             with torch.inference_mode():
@@ -447,7 +479,7 @@ class TransformersDecoder:
             _truncate(cache, len(self._ids))  # undo a partial update; the decoder stays usable
             raise
         self._ids.extend(ids)
-        logits: torch.Tensor = out.logits[0, -1]
+        logits: torch.Tensor = out.logits[0, -keep:]
         return logits
 
     def _prefill_prompt(
@@ -489,6 +521,21 @@ class TransformersDecoder:
             self._detok.reseed(self._ids)
         self._push_tail(text)
         self._stopped = False
+
+    def _force_sync(self, ids: list[int], keep: int) -> torch.Tensor | None:
+        if not ids:
+            return None
+        feed = ([] if self._pending is None else [self._pending]) + ids
+        began = time.perf_counter()
+        logits = self._forward_logits(feed, min(max(1, keep), len(ids)))
+        self.decode_s_total += time.perf_counter() - began
+        self._logits = logits[-1]
+        self._pending = None
+        self._generated_ids.extend(ids)
+        for token_id in ids:
+            self._push_tail(self._detok.push(token_id))
+        self._stopped = False
+        return logits if keep > 0 else None
 
     def _step_sync(self) -> Token | None:
         began = time.perf_counter()
