@@ -102,36 +102,31 @@ INSTRUCTIONS = (
 """The eval agent's instructions (the protocol and the tools follow them in the system prompt)."""
 
 
-def expand_categories(values: Sequence[str]) -> tuple[str, ...]:
-    """Categories as given (``all`` = the development ones), checked, without repeats."""
+def _expand(
+    values: Sequence[str], known: Sequence[str], everything: Sequence[str], what: str
+) -> list[str]:
+    """Names as given (``all`` = ``everything``), each checked against ``known``, no repeats."""
     out: list[str] = []
     for value in values or (ALL,):
-        names = DEVELOPMENT_CATEGORIES if value == ALL else (value,)
-        for name in names:
-            if name not in KNOWN_CATEGORIES:
+        for name in everything if value == ALL else (value,):
+            if name not in known:
                 raise ConfigError(
-                    f"unknown BFCL category {name!r}: choose from {', '.join(KNOWN_CATEGORIES)} "
-                    f"or {ALL!r}"
+                    f"unknown {what} {name!r}: choose from {', '.join(known)} or {ALL!r}"
                 )
             if name not in out:
                 out.append(name)
-    return tuple(out)
+    return out
+
+
+def expand_categories(values: Sequence[str]) -> tuple[str, ...]:
+    """Categories as given (``all`` = the development ones), checked, without repeats."""
+    return tuple(_expand(values, KNOWN_CATEGORIES, DEVELOPMENT_CATEGORIES, "BFCL category"))
 
 
 def expand_modes(values: Sequence[str]) -> tuple[Mode, ...]:
     """Modes as given (``all`` = sync, parallel, async), checked, without repeats."""
-    out: list[Mode] = []
-    for value in values or (ALL,):
-        names = MODES if value == ALL else (value,)
-        for name in names:
-            if name not in MODES:
-                raise ConfigError(
-                    f"unknown mode {name!r}: choose from {', '.join(MODES)} or {ALL!r}"
-                )
-            mode = next(m for m in MODES if m == name)
-            if mode not in out:
-                out.append(mode)
-    return tuple(out)
+    names = _expand(values, MODES, MODES, "mode")
+    return tuple(m for name in names for m in MODES if m == name)
 
 
 @dataclass(frozen=True)

@@ -57,13 +57,14 @@ class ScriptedModel:
         ttft_s: float = 0.0,
         name: str = "scripted",
     ) -> None:
+        self.policy: ScriptPolicy | None = None
+        self.parts: tuple[str, ...] = ()
         if callable(script):
-            self.policy: ScriptPolicy = script
+            self.policy = script
         else:
-            parts: tuple[str, ...] = (script,) if isinstance(script, str) else tuple(script)
-            if not parts:
+            self.parts = (script,) if isinstance(script, str) else tuple(script)
+            if not self.parts:
                 raise ValueError("a ScriptedModel needs at least one part of script")
-            self.policy = _Parts(parts)
         self.token_time_s = token_time_s
         self.prefill_time_per_token_s = prefill_time_per_token_s
         self.ttft_s = ttft_s
@@ -94,16 +95,6 @@ class ScriptedModel:
         return [text for d in self.decoders for text in d.extensions]
 
 
-class _Parts:
-    """A fixed sequence of parts."""
-
-    def __init__(self, parts: tuple[str, ...]) -> None:
-        self.parts = parts
-
-    def __call__(self, extensions: Sequence[str]) -> str | None:  # pragma: no cover - unused
-        return self.parts[0]
-
-
 class ScriptedDecoder:
     """A decoder over a ScriptedModel's script."""
 
@@ -125,15 +116,14 @@ class ScriptedDecoder:
 
     def _next_part(self) -> str | None:
         """The next part: text, ``""`` to wait for the next extend, or None for the end."""
-        policy = self._model.policy
-        if isinstance(policy, _Parts):
-            if self._parts_taken and not self._extended_since_part:
-                return ""
-            part = (
-                policy.parts[self._parts_taken] if self._parts_taken < len(policy.parts) else None
-            )
+        model = self._model
+        if model.policy is not None:
+            part = model.policy(list(self.extensions))
+        elif self._parts_taken and not self._extended_since_part:
+            return ""
         else:
-            part = policy(list(self.extensions))
+            taken = self._parts_taken
+            part = model.parts[taken] if taken < len(model.parts) else None
         self._parts_taken += 1
         self._extended_since_part = False
         return part
