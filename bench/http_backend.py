@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from counterpoint.protocol.cml import format_interrupt
 from counterpoint.runtime.backends.base import Decoder, Message, SamplingParams
 from counterpoint.runtime.backends.openai import OpenAIModel
-from counterpoint.runtime.cml import format_interrupt
 from tests.runtime.backends._llama_server import LlamaServer
 
 SYSTEM = (

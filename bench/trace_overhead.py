@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from counterpoint.agents.agent import Agent
-from counterpoint.runtime.backends.scripted import ScriptedModel
-from counterpoint.runtime.events import CallFinished, CallStarted, Event, RunStarted
+from counterpoint.core.events import CallFinished, CallStarted, Event, RunStarted
 from counterpoint.runtime.tracing import SpanKind, SQLiteTracer
+from counterpoint.testing.scripted import ScriptedModel
 
 AGENTS = 8
 CALLS = 20

@@ -12,7 +12,28 @@ The public SDK surface::
 """
 
 from counterpoint._version import __version__
-from counterpoint.agents.agent import Agent, run_sync
+from counterpoint.agents.agent import Agent, RunHandle, run_sync
+from counterpoint.core.bus import EventBus, RunScope
+from counterpoint.core.calls import Call, CallResult, ToolSpec, UserInterrupt
+from counterpoint.core.events import (
+    BaseEvent,
+    CallFinished,
+    CallProgress,
+    CallStarted,
+    CallWritten,
+    Done,
+    Event,
+    InterruptInjected,
+    KVReuse,
+    ProtocolViolation,
+    RunStarted,
+    TokenEvent,
+    TrapEvent,
+    Usage,
+    UserMessage,
+    parse_event,
+    register_event,
+)
 from counterpoint.errors import ConfigError, CounterpointError, ModelNotFoundError, ProtocolError
 from counterpoint.runtime.backends.base import (
     Decoder,
@@ -24,36 +45,27 @@ from counterpoint.runtime.backends.base import (
     Token,
 )
 from counterpoint.runtime.backends.registry import resolve_model
-from counterpoint.runtime.backends.scripted import ScriptedModel
-from counterpoint.runtime.calls import Call, CallResult
-from counterpoint.runtime.events import (
-    CallFinished,
-    CallProgress,
-    CallStarted,
-    Done,
-    Event,
-    InterruptInjected,
-    RunStarted,
-    TokenEvent,
-    TrapEvent,
-    Usage,
-)
 from counterpoint.runtime.session import Limits, Mode, RunResult, Session
+from counterpoint.testing.scripted import ScriptedModel
 from counterpoint.tools import Progress, Tool, ToolArgumentError, Toolset, tool
 
 __all__ = [
     "Agent",
+    "BaseEvent",
     "Call",
     "CallFinished",
     "CallProgress",
     "CallResult",
     "CallStarted",
+    "CallWritten",
     "ConfigError",
     "CounterpointError",
     "Decoder",
     "Done",
     "Event",
+    "EventBus",
     "InterruptInjected",
+    "KVReuse",
     "Limits",
     "Message",
     "Mode",
@@ -62,7 +74,10 @@ __all__ = [
     "Progress",
     "Prompt",
     "ProtocolError",
+    "ProtocolViolation",
+    "RunHandle",
     "RunResult",
+    "RunScope",
     "RunStarted",
     "SamplingParams",
     "ScriptedModel",
@@ -72,10 +87,15 @@ __all__ = [
     "TokenEvent",
     "Tool",
     "ToolArgumentError",
+    "ToolSpec",
     "Toolset",
     "TrapEvent",
     "Usage",
+    "UserInterrupt",
+    "UserMessage",
     "__version__",
+    "parse_event",
+    "register_event",
     "resolve_model",
     "run_sync",
     "tool",

@@ -5,12 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from counterpoint.runtime.events import (
+from counterpoint.core.events import (
+    BaseEvent,
     CallFinished,
     CallProgress,
     CallStarted,
     Done,
-    Event,
     InterruptInjected,
     TokenEvent,
     TrapEvent,
@@ -33,7 +33,7 @@ class EventPrinter:
         self.console.print(text)
         self._at_line_start = True
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: BaseEvent) -> None:
         if isinstance(event, TokenEvent):
             self.console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
             self._at_line_start = event.text.endswith("\n")

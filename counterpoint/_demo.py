@@ -19,6 +19,7 @@ from counterpoint._console import EventPrinter
 from counterpoint.agents.agent import Agent
 from counterpoint.runtime.backends.base import SamplingParams
 from counterpoint.runtime.session import Limits
+from counterpoint.testing.replay import ReplayModel
 from counterpoint.tools.tool import FunctionTool, tool
 
 __all__ = ["QUESTION", "demo_tools", "run_demo"]
@@ -99,7 +100,7 @@ async def _demo(console: Console) -> None:
         "demo-sync-replay",
         INSTRUCTIONS,
         tools=demo_tools(),
-        model=model.replay(async_result.generated),
+        model=ReplayModel(model, async_result.generated),
         mode="sync",
         params=params,
         limits=Limits(max_tokens=400),

@@ -1,30 +1,26 @@
-"""Agent: instructions, tools, a model and a mode; ``run`` a prompt or ``stream`` its events."""
+"""Agent: instructions, tools, a model and a mode; ``run`` a prompt, ``stream`` its events, or
+``start`` it and talk to it while it runs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from typing import Any
 
-from counterpoint.agents._prompt import build_system_prompt
+from counterpoint.core.bus import EventBus
+from counterpoint.core.events import BaseEvent, Done, EventSink
+from counterpoint.errors import CounterpointError
+from counterpoint.protocol.prompt import build_system_prompt
 from counterpoint.runtime.backends.base import Message, Model, SamplingParams
 from counterpoint.runtime.backends.registry import resolve_model
-from counterpoint.runtime.events import Done, Event, EventSink
 from counterpoint.runtime.session import Limits, Mode, PendingPolicy, RunResult, Session
 from counterpoint.tools.tool import Tool
 from counterpoint.tools.toolset import Toolset
 
-__all__ = ["Agent", "run_sync"]
+__all__ = ["Agent", "RunHandle", "run_sync"]
 
 Prompt_ = str | Sequence[Message]
-
-
-@runtime_checkable
-class _ToolAware(Protocol):
-    """A backend that can call tools natively (OpenAIModel)."""
-
-    def with_tools(self, tools: Sequence[Any], *, native_tools: bool | None = None) -> Model: ...
 
 
 class Agent:
@@ -32,7 +28,8 @@ class Agent:
 
     Args:
         name: a name for traces and reports.
-        instructions: the agent's own instructions (the start of its system prompt).
+        instructions: the agent's own instructions (the start of its system prompt; the backend
+            adds the protocol and the tools, or sends the tools natively).
         tools: tools, or plain functions (wrapped with ``@tool``), or a Toolset.
         model: a Model, a model spec (``"embedded"``, a local path, a cached hub id,
             ``"openai:NAME"``), or None for the embedded default.
@@ -42,7 +39,8 @@ class Agent:
         pending_policy: what end of stream with calls still running means: ``"wait"`` (an implicit
             trap, the default) or ``"cancel"``.
         tracer: where events are recorded: True for the default SQLite tracer, False for none, or
-            any EventSink.
+            any EventSink. It is subscribed to the bus of each run the agent starts itself; a run
+            on a bus the caller passes leaves the subscriptions to the caller.
     """
 
     def __init__(
@@ -77,29 +75,19 @@ class Agent:
             self._model = resolve_model(spec)
         return self._model
 
-    def system_prompt(self, mode: Mode | None = None) -> str:
-        """The system prompt: the instructions, then the CML protocol and the tools.
+    def system_prompt(self) -> str:
+        """The system prompt a CML backend renders: the instructions, the protocol, the tools.
 
-        Where the backend calls tools natively (an OpenAI-compatible server in sync or parallel
-        mode) the server describes the tools itself and the prompt is the instructions alone.
+        (A backend with native tool calls sends the instructions alone and the tools natively.)
         """
-        if self._native(mode or self.mode):
-            return self.instructions
-        return build_system_prompt(self.instructions, self.tools)
+        return build_system_prompt(self.instructions, self.tools.specs())
 
-    def _native(self, mode: Mode) -> bool:
-        return mode != "async" and len(self.tools) > 0 and isinstance(self.model, _ToolAware)
+    def messages(self, prompt: Prompt_) -> list[Message]:
+        """The chat messages a run starts from: the instructions, then the user's prompt.
 
-    def _model_for(self, mode: Mode) -> Model:
-        """The model, told about the tools when it can call them natively."""
-        model = self.model
-        if isinstance(model, _ToolAware) and len(self.tools):
-            return model.with_tools(self.tools.openai_schemas(), native_tools=mode != "async")
-        return model
-
-    def messages(self, prompt: Prompt_, *, mode: Mode | None = None) -> list[Message]:
-        """The chat messages a run starts from: the system prompt, then the user's prompt."""
-        system = Message(role="system", content=self.system_prompt(mode))
+        A list that already starts with a system message is used as it is.
+        """
+        system = Message(role="system", content=self.instructions)
         if isinstance(prompt, str):
             return [system, Message(role="user", content=prompt)]
         given = list(prompt)
@@ -118,70 +106,150 @@ class Agent:
     def session(
         self,
         *,
-        emit: Callable[[Event], None] | None = None,
+        bus: EventBus | None = None,
+        emit: Callable[[BaseEvent], None] | None = None,
         parent_run_id: str | None = None,
         mode: Mode | None = None,
     ) -> Session:
-        """A new session of this agent (one run)."""
-        sinks = self._sinks()
-
-        def fanout(event: Event) -> None:
-            for sink in sinks:
-                sink.emit(event)
-            if emit is not None:
-                emit(event)
-
+        """A new session of this agent (one run) on ``bus`` (a new bus with the tracer if None)."""
+        if bus is None:
+            bus = EventBus()
+            for sink in self._sinks():
+                bus.subscribe(sink)
         return Session(
-            self._model_for(mode or self.mode),
+            self.model,
             self.tools,
             mode=mode or self.mode,
             params=self.params,
             limits=self.limits,
             pending_policy=self.pending_policy,
-            emit=fanout,
+            bus=bus,
+            emit=emit,
             name=self.name,
             parent_run_id=parent_run_id,
         )
 
     async def run(
-        self, prompt: Prompt_, *, parent_run_id: str | None = None, mode: Mode | None = None
+        self,
+        prompt: Prompt_,
+        *,
+        parent_run_id: str | None = None,
+        mode: Mode | None = None,
+        bus: EventBus | None = None,
     ) -> RunResult:
         """Run the agent on ``prompt`` and return the result (answer, calls, timings, usage)."""
-        session = self.session(parent_run_id=parent_run_id, mode=mode)
-        return await session.run(self.messages(prompt, mode=session.mode))
+        session = self.session(bus=bus, parent_run_id=parent_run_id, mode=mode)
+        return await session.run(self.messages(prompt))
 
-    async def stream(self, prompt: Prompt_, *, mode: Mode | None = None) -> AsyncIterator[Event]:
+    def start(
+        self,
+        prompt: Prompt_,
+        *,
+        parent_run_id: str | None = None,
+        mode: Mode | None = None,
+        bus: EventBus | None = None,
+    ) -> RunHandle:
+        """Start a run in the background and return its handle (call from a running loop).
+
+        ``handle.interrupt("also check Rome")`` sends the model a message mid-run;
+        ``async for event in handle`` reads its events; ``await handle.result()`` its result.
+        """
+        session = self.session(bus=bus, parent_run_id=parent_run_id, mode=mode)
+        return RunHandle(session, self.messages(prompt))
+
+    async def stream(
+        self, prompt: Prompt_, *, mode: Mode | None = None
+    ) -> AsyncIterator[BaseEvent]:
         """Run the agent and yield its events as they happen, ending with ``done``.
 
         Closing the iterator early cancels the run and every call in flight.
         """
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        session = self.session(emit=queue.put_nowait, mode=mode)
-        task = asyncio.create_task(session.run(self.messages(prompt, mode=session.mode)))
+        handle = self.start(prompt, mode=mode)
         try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    while not queue.empty():
-                        yield queue.get_nowait()
-                    task.result()  # the run ended without a done event: raise its error
-                    return
-                event = getter.result()
+            async for event in handle:
                 yield event
-                if isinstance(event, Done):
-                    await task
-                    return
+            await handle.result()
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await handle.cancel()
 
     def run_sync(self, prompt: Prompt_, *, mode: Mode | None = None) -> RunResult:
         """``run`` for scripts: runs its own event loop."""
         return asyncio.run(self.run(prompt, mode=mode))
+
+
+class RunHandle:
+    """A run going on in the background (see :meth:`Agent.start`).
+
+    Iterate it for the run's events (each iteration sees them from the start of the run, ending
+    with ``done``), await :meth:`result` for its :class:`RunResult` (or await the handle itself),
+    :meth:`interrupt` to send the model a message, :meth:`cancel` to stop it.
+    """
+
+    def __init__(self, session: Session, messages: list[Message]) -> None:
+        self.session = session
+        self._history: list[BaseEvent] = []
+        self._listeners: list[asyncio.Queue[BaseEvent | None]] = []
+        session.bus.subscribe(self._record, name="run handle")
+        self._task = asyncio.get_running_loop().create_task(session.run(messages))
+        self._task.add_done_callback(self._ended)
+
+    @property
+    def run_id(self) -> str:
+        return self.session.run_id
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self._task.done()
+
+    def interrupt(self, text: str) -> None:
+        """Send the model ``text`` as a user interrupt, injected at the next safe point."""
+        if self._task.done():
+            raise CounterpointError("the run is over: start a new run to send another message")
+        self.session.interrupt(text)
+
+    async def result(self) -> RunResult:
+        """Wait for the run to end; its result (or its exception)."""
+        return await asyncio.shield(self._task)
+
+    def __await__(self) -> Generator[Any, None, RunResult]:
+        return self.result().__await__()
+
+    async def cancel(self) -> None:
+        """Cancel the run and every call in flight; returns once it has stopped. Idempotent."""
+        if not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+    def __aiter__(self) -> AsyncIterator[BaseEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[BaseEvent]:
+        queue: asyncio.Queue[BaseEvent | None] = asyncio.Queue()
+        for past in self._history:
+            queue.put_nowait(past)
+        if self._task.done():
+            queue.put_nowait(None)
+        else:
+            self._listeners.append(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+                if isinstance(event, Done):
+                    return
+        finally:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(queue)
+
+    def _record(self, event: BaseEvent) -> None:
+        self._history.append(event)
+        for queue in self._listeners:
+            queue.put_nowait(event)
+
+    def _ended(self, _task: asyncio.Task[RunResult]) -> None:
+        for queue in self._listeners:
+            queue.put_nowait(None)
 
 
 def run_sync(agent: Agent, prompt: Prompt_) -> RunResult:

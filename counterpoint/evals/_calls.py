@@ -1,31 +1,30 @@
 """Reading what a model wrote in one eval run, from the run's events.
 
-:class:`CallCollector` is an event sink for one agent run. It re-parses the generated tokens with
-the same CML parser the session uses, so it sees *every* call block the model wrote — including
-calls the executor rejected (unknown tool, bad arguments), calls a ``parallel`` turn never got to
-run because the token limit ended it, and calls still in flight when the run ended — and it knows
-which of them ran and how they ended from the call events. It also counts the tokens spent on the
-protocol's markup (see :func:`protocol_tokens`).
+:class:`CallCollector` is an event subscriber for one agent run. The session publishes a
+``call_written`` event for *every* well-formed call the model wrote — including calls the executor
+rejected (unknown tool, bad arguments), calls a ``parallel`` turn never got to run because the
+token limit ended it, and calls still in flight when the run ended — and a ``protocol_error``
+event for every block it could not use; the call events say which calls ran and how they ended.
+Nothing is parsed again here. It also counts the tokens spent on the protocol's markup (see
+:func:`protocol_tokens`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from counterpoint.runtime.calls import Call
-from counterpoint.runtime.callsyntax import CallSyntaxError, parse_call
-from counterpoint.runtime.cml import CallBlock, CMLParser, MarkupError, ParseEvent
-from counterpoint.runtime.events import (
+from counterpoint.core.calls import Call
+from counterpoint.core.events import (
+    BaseEvent,
     CallFinished,
     CallStarted,
-    Event,
+    CallWritten,
     EventSink,
-    InterruptInjected,
+    ProtocolViolation,
     TokenEvent,
-    TrapEvent,
 )
 
 __all__ = ["CallCollector", "Tee", "WrittenCall", "protocol_tokens"]
@@ -60,79 +59,59 @@ class WrittenCall:
 
 
 class CallCollector:
-    """Collects the calls of one run from its events (give it every event of that run).
-
-    The parser is fed the generated tokens and closed where the session closes its own: at the end
-    of a stream. A session only injects results or waits outside a critical section, except after
-    the end of a stream; so an interrupt or a wait that arrives while this parser is inside a block
-    marks an end of stream, and the open block is closed there as the session closed it.
-    """
+    """Collects the calls of one run from its events (give it every event of that run)."""
 
     def __init__(self) -> None:
-        self._parser = CMLParser()
         self._calls: list[WrittenCall] = []
         self._by_id: dict[str, WrittenCall] = {}
-        self._syntax_errors: list[str] = []
+        self._rejected: list[str] = []
+        self._violations = 0
         self._pieces: list[str] = []
-        self._finished = False
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: BaseEvent) -> None:
         if isinstance(event, TokenEvent):
             self._pieces.append(event.text)
-            self._absorb(self._parser.feed(event.text))
-        elif isinstance(event, InterruptInjected | TrapEvent):
-            if self._parser.in_critical_section:
-                self._absorb(self._parser.finish())
+        elif isinstance(event, CallWritten):
+            call = Call(
+                id=event.call_id,
+                name=event.name,
+                arguments=dict(event.arguments),
+                positional=tuple(event.positional),
+                raw=event.raw,
+            )
+            written = WrittenCall(call)
+            self._calls.append(written)
+            self._by_id[call.id] = written
+        elif isinstance(event, ProtocolViolation):
+            self._violations += 1
+            if event.raw.lstrip().startswith("[CALL]") or event.call_id is not None:
+                label = f"{event.call_id}: " if event.call_id else ""
+                self._rejected.append(f"{label}{event.message}")
         elif isinstance(event, CallStarted):
-            written = self._by_id.get(event.call_id)
-            if written is not None:
-                written.ran = True
+            started = self._by_id.get(event.call_id)
+            if started is not None:
+                started.ran = True
         elif isinstance(event, CallFinished):
-            written = self._by_id.get(event.call_id)
-            if written is not None:
-                written.ran = True
-                written.ok = event.ok
-                written.error = event.error
-        elif event.kind == "done":
-            self._finish()
-
-    def _finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._absorb(self._parser.finish())
-
-    def _absorb(self, events: Iterable[ParseEvent]) -> None:
-        for ev in events:
-            if isinstance(ev, CallBlock):
-                try:
-                    parsed = parse_call(ev.body)
-                except CallSyntaxError as exc:
-                    self._syntax_errors.append(f"{ev.call_id}: {exc}")
-                    continue
-                call = Call(
-                    id=ev.call_id,
-                    name=parsed.name,
-                    arguments=dict(parsed.arguments),
-                    positional=tuple(parsed.positional),
-                    raw=ev.body,
-                )
-                written = WrittenCall(call)
-                self._calls.append(written)
-                self._by_id[call.id] = written
-            elif isinstance(ev, MarkupError) and ev.raw.strip().startswith("[CALL]"):
-                self._syntax_errors.append(ev.message)
+            finished = self._by_id.get(event.call_id)
+            if finished is not None:
+                finished.ran = event.attempts > 0
+                finished.ok = event.ok
+                finished.error = event.error
 
     @property
     def calls(self) -> list[WrittenCall]:
         """Every well-formed call the model wrote, in the order written."""
-        self._finish()
         return list(self._calls)
 
     @property
     def rejected_blocks(self) -> list[str]:
         """Why each call block that was not a usable call was refused (bad syntax, bad markup)."""
-        self._finish()
-        return list(self._syntax_errors)
+        return list(self._rejected)
+
+    @property
+    def protocol_errors(self) -> int:
+        """How many protocol errors the run had (every ``protocol_error`` event)."""
+        return self._violations
 
     @property
     def generated(self) -> list[str]:
@@ -165,6 +144,6 @@ class Tee:
     def __init__(self, *sinks: EventSink) -> None:
         self.sinks = sinks
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: BaseEvent) -> None:
         for sink in self.sinks:
             sink.emit(event)

@@ -23,12 +23,12 @@ from typing import Any, Protocol
 from counterpoint.evals.checker import oracle_calls
 from counterpoint.evals.datasets import BFCLCase
 from counterpoint.evals.simulate import simulated_latency
+from counterpoint.protocol.callsyntax import format_call_body
+from counterpoint.protocol.cml import TRAP, format_call
 from counterpoint.runtime.backends.base import Model
 from counterpoint.runtime.backends.registry import resolve_model
-from counterpoint.runtime.backends.scripted import ScriptedModel
-from counterpoint.runtime.callsyntax import format_call_body
-from counterpoint.runtime.cml import TRAP, format_call
 from counterpoint.runtime.session import Mode
+from counterpoint.testing.scripted import ScriptedModel
 from counterpoint.tools.toolset import Toolset
 
 __all__ = [
@@ -185,7 +185,7 @@ class _Shared:
 
 
 class _OpenAI:
-    """A server model with each case's tools: native tool calls in sync/parallel, CML in async."""
+    """A server model: native tool calls in sync/parallel, CML in async (the model decides)."""
 
     flat_names = True
 
@@ -197,8 +197,10 @@ class _OpenAI:
         return str(self._model.name)
 
     def for_case(self, case: BFCLCase, mode: Mode, tools: Toolset) -> Model:
-        copy: Model = self._model.with_tools(tools.openai_schemas(), native_tools=mode != "async")
-        return copy
+        # The session hands the case's tools to the model and says whether results arrive
+        # mid-stream (async): the model picks native tool calls or CML itself.
+        model: Model = self._model
+        return model
 
     async def aclose(self) -> None:
         await self._model.aclose()

@@ -1,15 +1,21 @@
 """The AST checker: does a list of calls answer a BFCL case? (BFCL's semantics, our own code.)
 
 A case is answered when the calls can be paired one to one with the expected calls, in any order,
-such that each pair passes these checks (as BFCL's AST checker does them):
+such that each pair passes these checks (as BFCL's AST checker for Python does them, in
+``bfcl_eval/eval_checker/ast_eval/ast_checker.py``):
 
 - the function name is the expected one, spelt with dots or with dots replaced by underscores;
 - every parameter the doc marks required is given, and no parameter is given that the doc or the
   possible answer does not name;
-- each value has the doc's type (an ``int`` passes for a ``float``; tuples are lists; list items
-  and dict entries are checked recursively);
-- each value is one of the allowed values (strings compared without case, spaces or ``,./-_*^``;
-  dicts key by key; lists item by item), and a parameter left out must allow ``""``.
+- each value has the doc's type (an ``int`` passes for a ``float``; tuples are lists; ``any`` is
+  a string). The items of an array are typed one level deep and exactly: an ``int`` item does not
+  pass for a ``float`` item (BFCL's ``type_error:nested``: ``interval=[1, 3]`` fails
+  ``simple_python_13``), unless the possible answer's own items are ints or the parameter may be
+  left out; nothing deeper is typed (``[[10.0, 20.0], [30.0, 40.0]]`` passes ``simple_python_122``'s
+  array of arrays of integers, ``20.0`` an integer inside a dict);
+- each value is one of the allowed values (strings compared without case, spaces or ``,./-_*^``
+  at the top level, as list items and as dict values; dicts key by key; lists item by item; other
+  values with ``==``, so ``20.0`` equals ``20``), and a parameter left out must allow ``""``.
 
 One call per expected call: an extra or a missing call fails, and so does any call when the case
 expects none (the irrelevance categories). Pairing is a maximum bipartite matching, so the order in
@@ -17,14 +23,25 @@ which a model writes parallel calls never matters.
 
 BFCL's quirks kept on purpose: ``[]`` passes for a list parameter that may be left out; where the
 possible answer contradicts the doc's type (BFCL writes variables such as ``"data['sales']"`` as
-strings for array parameters), a value of the answer's type is judged against the answer.
+strings for array parameters), a value of the answer's type passes and is compared with the
+answer exactly.
 
-Where this checker differs from BFCL's own (checked against it on every development case and
-thousands of perturbations): BFCL pairs parallel calls greedily, so a valid answer written in an
-unlucky order can fail there (``parallel_178`` reversed) and passes here; BFCL accepts dotted names
-spelt with underscores only for models configured so, this checker always does; BFCL accepts a
-tuple only for ``tuple`` parameters, this checker for any array; BFCL does not type-check inside
-dicts (``20.0`` passes for an integer field there), this checker does.
+Where this checker differs from BFCL's own. The last three are all that a comparison with BFCL's
+``simple_function_checker`` found, call by call, over about 70,000 argument sets: every allowed
+answer of every development case and perturbations of their types and values (ints and floats
+swapped, inside lists and dicts too, strings recased, items added or dropped, tuples, bools):
+
+- BFCL pairs parallel calls greedily, so a valid answer written in an unlucky order can fail there
+  (``parallel_178`` reversed) and passes here;
+- BFCL accepts dotted names spelt with underscores only for models configured so; this checker
+  always does;
+- BFCL accepts a tuple only for ``tuple`` parameters; this checker takes tuples as lists
+  everywhere (for any array, and inside lists and dicts);
+- BFCL lets ``True`` pass for ``1`` inside dicts (Python's ``True == 1``: ``parallel_29``'s
+  ``population.singles``) and inside lists of lists; here a bool never equals a number;
+- a dict inside a dict (no development case has one): BFCL compares it whole with ``==``
+  against its answer, which, written as a dict of allowed values, never matches; this checker
+  matches it key by key like the outer dict.
 
 Example::
 
@@ -41,10 +58,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from counterpoint.core.calls import Call
 from counterpoint.evals._matching import maximum_matching
 from counterpoint.evals._values import argument_error, concrete
 from counterpoint.evals.datasets import BFCLCase
-from counterpoint.runtime.calls import Call
 
 __all__ = ["CheckResult", "check_calls", "oracle_calls"]
 

@@ -34,8 +34,8 @@ from counterpoint.evals._files import (
     locate_data_dir,
     read_json_lines,
 )
-from counterpoint.evals._types import to_json_schema
 from counterpoint.runtime.backends.base import Message
+from counterpoint.tools._schema import normalise_schema
 
 __all__ = [
     "ACCEPTANCE_CATEGORIES",
@@ -303,13 +303,14 @@ def case_prompt(case: BFCLCase) -> list[Message]:
 def tool_spec(function: dict[str, Any], *, flat_name: bool = False) -> dict[str, Any]:
     """A BFCL function doc as an OpenAI-style tool spec with a standard JSON Schema.
 
-    Returns ``{"name", "description", "parameters"}`` where ``parameters`` is JSON Schema
-    (``dict`` -> ``object``, ``float`` -> ``number``, ``tuple`` -> ``array``, ``any`` ->
-    unconstrained). With ``flat_name``, dots in the name become underscores (APIs that allow
-    only ``[a-zA-Z0-9_-]``); the checker accepts either spelling.
+    Returns ``{"name", "description", "parameters"}`` where ``parameters`` is JSON Schema, as
+    :meth:`~counterpoint.tools.tool.Tool.from_schema` normalises it (``dict`` -> ``object``,
+    ``float`` -> ``number``, ``tuple`` -> ``array``, ``any`` -> unconstrained, ``required`` names
+    that are not properties dropped). With ``flat_name``, dots in the name become underscores
+    (APIs that allow only ``[a-zA-Z0-9_-]``); the checker accepts either spelling.
     """
     name = str(function["name"])
-    parameters = to_json_schema(dict(function.get("parameters", {})))
+    parameters = normalise_schema(dict(function.get("parameters", {})))
     parameters["type"] = "object"
     parameters.setdefault("properties", {})
     return {

@@ -16,6 +16,16 @@ never dispatched when the run hit its token limit. Blocks the runtime refused as
 Each case is committed the moment it ends. Cancelling the run (Ctrl-C) keeps every finished case
 and marks the eval run ``interrupted``; :func:`resume_bfcl` continues it without redoing a case.
 
+Errors: a case whose run fails is judged by what failed (:func:`backend_failed`). An error of
+the case itself (its prompt overflows the model's context, the model breaks the protocol, the
+server refuses this one request with a 400, a bug) is that case's result: incorrect, status
+``error``, the error as the failure reason, and the eval goes on. An error that says the backend
+is failing stops the eval at once, before that case is recorded: a :class:`BackendError` with no
+HTTP answer (connection refused, timed out or dropped, a stream cut off or failing) or with 401,
+403, 404, 408, 409, 429 or 5xx. The HTTP client has already retried the transient ones (the
+model's ``max_retries``), so every later case would fail the same way; the eval run is marked
+``error`` and :func:`resume_bfcl` redoes that case once the server is back.
+
 Multi-turn questions: by default the model sees every turn's messages, in order, in one
 conversation (``turns="all"``); ``turns="first"`` keeps only the first turn. The development
 categories have a single turn. A case's own system messages are appended to the agent's
@@ -40,7 +50,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlmodel import col, select
+from sqlmodel import select
 
 from counterpoint.agents.agent import Agent
 from counterpoint.errors import ConfigError, CounterpointError
@@ -57,6 +67,7 @@ from counterpoint.evals.datasets import (
 )
 from counterpoint.evals.simulate import case_toolset
 from counterpoint.runtime.backends.base import Message, SamplingParams
+from counterpoint.runtime.backends.openai import BackendError
 from counterpoint.runtime.session import MODES, Limits, Mode
 from counterpoint.runtime.tracing import (
     AmbiguousRunError,
@@ -67,16 +78,19 @@ from counterpoint.runtime.tracing import (
     SQLiteTracer,
     UnknownRunError,
 )
+from counterpoint.runtime.tracing.query import starts_with
 from counterpoint.runtime.tracing.store import TraceStore
 
 __all__ = [
     "ALL",
+    "BACKEND_FAILURE_STATUSES",
     "KNOWN_CATEGORIES",
     "CaseResult",
     "EvalConfig",
     "EvalOutcome",
     "EvalPlan",
     "EvalStatus",
+    "backend_failed",
     "expand_categories",
     "expand_modes",
     "find_eval_run",
@@ -100,6 +114,26 @@ INSTRUCTIONS = (
     "answer in one short sentence."
 )
 """The eval agent's instructions (the protocol and the tools follow them in the system prompt)."""
+
+BACKEND_FAILURE_STATUSES = frozenset({401, 403, 404, 408, 409, 429})
+"""HTTP statuses (besides 5xx) after which no case can succeed: bad key, no such endpoint or
+model, a server that stays overloaded or rate-limited once the client's retries are spent."""
+
+
+def backend_failed(error: BaseException) -> bool:
+    """True when ``error``, raised while running one case, says the backend itself is failing
+    (stop the eval), False when it is that case's own failure (record it, go on).
+
+    The backend is failing when a :class:`BackendError` has no HTTP answer (the server could not
+    be reached, timed out, dropped the connection or the stream, or failed while streaming) or
+    answered with one of :data:`BACKEND_FAILURE_STATUSES` or a 5xx. Any other error, including
+    other :class:`CounterpointError` s (a prompt past the model's context, a protocol error, a 400
+    for this request), belongs to the case.
+    """
+    if not isinstance(error, BackendError):
+        return False
+    status = error.status_code
+    return status is None or status >= 500 or status in BACKEND_FAILURE_STATUSES
 
 
 def _expand(
@@ -327,9 +361,11 @@ class _Run:
         error: str | None = None
         try:
             run = await agent.run(prompt, parent_run_id=self.record.id)
-        except CounterpointError:
-            raise  # a dead server, a broken model: stop the eval (resume it once fixed)
-        except Exception as exc:  # a bug while running this case: judge it failed, go on
+        except Exception as exc:
+            if backend_failed(exc):
+                raise  # a dead or refusing server: stop the eval (resume it once fixed)
+            # this case's own failure (too long a prompt, a protocol error, a bug): judge it
+            # failed, go on
             error = f"{type(exc).__name__}: {exc}"
             status, run_id, latency, wall, tokens_in, tokens_out = "error", "", 0.0, 0.0, 0, 0
         else:
@@ -450,7 +486,7 @@ def find_eval_run(store: TraceStore, run: str) -> EvalRunRecord:
         exact = session.get(EvalRunRecord, run)
         if exact is not None:
             return exact
-        stmt = select(EvalRunRecord).where(col(EvalRunRecord.id).startswith(run)).limit(2)
+        stmt = select(EvalRunRecord).where(starts_with(EvalRunRecord.id, run)).limit(2)
         found = list(session.exec(stmt).all())
     if not found:
         raise UnknownRunError(f"no eval run has an id starting with {run!r} in {store.path}")

@@ -31,7 +31,7 @@ from typing import Any
 
 from counterpoint.errors import ConfigError
 from counterpoint.evals.datasets import BFCLCase, tool_spec
-from counterpoint.runtime.workloads import function_latency
+from counterpoint.testing.workloads import function_latency
 from counterpoint.tools.tool import SchemaTool, Tool
 from counterpoint.tools.toolset import Toolset
 

@@ -1,5 +1,9 @@
 """JSON-schema plumbing: normalising BFCL / OpenAI parameter schemas, tidying pydantic's output,
-and building the ``jsonschema`` validator for schema-declared tools."""
+and building the ``jsonschema`` validator for schema-declared tools.
+
+:func:`normalise_schema` is the project's one BFCL -> JSON Schema translation: tools built with
+``Tool.from_schema`` and the evals' tool specs (``counterpoint.evals.datasets.tool_spec``) both use
+it, and the evals' checker reads BFCL type names through :func:`json_type`."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ __all__ = [
     "ArgumentValidator",
     "check_schema",
     "clean_pydantic_schema",
+    "json_type",
     "normalise_schema",
 ]
 
@@ -83,8 +88,12 @@ def _map_children(node: Schema, fn: Callable[[Any], Any]) -> Schema:
     return out
 
 
-def _json_type(value: Any) -> str | list[str] | None:
-    """Map a (possibly BFCL / Java) type name, or a list of them, to JSON Schema; None = any."""
+def json_type(value: Any) -> str | list[str] | None:
+    """Map a (possibly BFCL / Java) type name, or a list of them, to JSON Schema; None = any.
+
+    Names are compared without case or surrounding spaces: ``"dict"`` -> ``"object"``,
+    ``"float"`` -> ``"number"``, ``"tuple"`` -> ``"array"``; ``"any"`` and unknown names -> None.
+    """
     names = value if isinstance(value, list) else [value]
     mapped: list[str] = []
     for name in names:
@@ -110,7 +119,7 @@ def normalise_schema(schema: Any) -> Schema:
         return {}
     node: Schema = dict(schema)
     if "type" in node:
-        t = _json_type(node["type"])
+        t = json_type(node["type"])
         if t is None:
             del node["type"]
         else:

@@ -32,6 +32,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from pydantic import ValidationError
 
+from counterpoint.core.calls import ToolSpec
 from counterpoint.tools._errors import ToolArgumentError, ToolDefinitionError
 from counterpoint.tools._function import (
     FunctionSpec,
@@ -80,7 +81,9 @@ class Tool(ABC):
         parameters: JSON schema of the arguments (``{"type": "object", "properties": ...}``).
             Property order is the order positional arguments map onto.
         timeout_s: Seconds one attempt may take (``None``: the executor's default).
-        retries: Extra attempts after an exception or a timeout (not after bad arguments).
+        retries: Extra attempts after an exception or a timeout (not after bad arguments, nor
+            after a :class:`ToolDefinitionError`: a tool that cannot run, such as a
+            schema-only one, fails the same way every time).
         retry_backoff_s: Wait before the first retry; doubles for each further retry.
         max_concurrency: Calls of this tool running at once, over every executor on the event
             loop (``None``: no limit). Calls over the limit wait for a slot.
@@ -208,6 +211,16 @@ class Tool(ABC):
         """One line for prompts: ``name(city: str, unit: str = "c") - description``."""
         return render_signature(self.name, self.parameters, self.description)
 
+    def spec(self) -> ToolSpec:
+        """What a model backend needs to know of this tool (its name, docs and schema)."""
+        return ToolSpec(
+            name=self.name,
+            description=self.description,
+            parameters=self.parameters,
+            estimated_latency_s=self.estimated_latency_s,
+            signature=self.signature(),
+        )
+
     def openai_schema(self) -> dict[str, Any]:
         """The tool in OpenAI's format: ``{"type": "function", "function": {...}}``."""
         return {
@@ -244,7 +257,8 @@ class Tool(ABC):
         bare function object) or Anthropic's (``input_schema``). Types are normalised to JSON
         Schema. ``impl(**validated)`` runs the tool; it may be sync or async, and receives a
         :class:`Progress` if it has a parameter annotated so. Without ``impl`` the tool can be
-        described and validated but invoking it raises :class:`ToolDefinitionError`.
+        described and validated but invoking it raises :class:`ToolDefinitionError` (which the
+        executor reports as the call's result at once, without retrying).
         """
         if not isinstance(spec, Mapping):
             raise ToolDefinitionError(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from counterpoint.core.calls import ToolSpec
+from counterpoint.protocol.prompt import latency_text
 from counterpoint.tools._errors import ToolDefinitionError
 from counterpoint.tools.tool import Tool, tool
 
@@ -12,12 +14,6 @@ __all__ = ["ToolLike", "Toolset"]
 
 ToolLike = Tool | Callable[..., Any]
 """A :class:`Tool`, or a plain typed function (wrapped with ``@tool``)."""
-
-
-def _latency(seconds: float) -> str:
-    if seconds < 1.0:
-        return f"~{seconds * 1000:.0f} ms"
-    return f"~{seconds:.1f} s"
 
 
 class Toolset:
@@ -89,9 +85,13 @@ class Toolset:
         for t in self._tools.values():
             line = t.signature()
             if t.estimated_latency_s is not None:
-                line += f" (takes {_latency(t.estimated_latency_s)})"
+                line += f" (takes {latency_text(t.estimated_latency_s)})"
             lines.append(line)
         return "\n".join(lines)
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        """Every tool as a :class:`~counterpoint.core.calls.ToolSpec`, in order."""
+        return tuple(t.spec() for t in self._tools.values())
 
     def openai_schemas(self) -> list[dict[str, Any]]:
         """Every tool in OpenAI's ``tools=[...]`` format."""

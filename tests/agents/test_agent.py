@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from counterpoint.agents.agent import Agent
-from counterpoint.runtime.backends.scripted import ScriptedModel
-from counterpoint.runtime.events import Event
+from counterpoint.core.events import Event
+from counterpoint.testing.scripted import ScriptedModel
 from counterpoint.tools.tool import tool
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from counterpoint.core.calls import Call
 from counterpoint.evals.checker import CheckResult, check_calls, oracle_calls
 from counterpoint.evals.datasets import DEVELOPMENT_CATEGORIES, BFCLCase, load_category
 from counterpoint.runtime.backends.base import Message
-from counterpoint.runtime.calls import Call
 
 Calls = list[tuple[str, dict[str, Any]]]
 
@@ -150,12 +150,96 @@ def _numbers_case(**allowed: list[Any]) -> BFCLCase:
 
 def test_int_is_accepted_for_float() -> None:
     case = _numbers_case(weight=[2.0])
-    _ok(check_calls(case, [("stats.mean", {"values": [1.5, 2], "weight": 2})]))
+    _ok(check_calls(case, [("stats.mean", {"values": [1.5, 2.0], "weight": 2})]))
     _ok(check_calls(case, [("stats.mean", {"values": [1.5, 2.0], "weight": 2.0})]))
+    _fails(  # an int past any float is still judged, not a crash
+        check_calls(case, [("stats.mean", {"values": [1.5, 2.0], "weight": 10**400})]),
+        "weight = 1000",
+    )
     _fails(
         check_calls(case, [("stats.mean", {"values": [1.5, 2.0], "weight": "2.0"})]),
         "weight should be float, got string '2.0'",
     )
+
+
+def test_int_is_not_accepted_inside_a_float_array() -> None:
+    # BFCL converts an int to a float only at the top level; inside an array it reports
+    # type_error:nested
+    case = _numbers_case()
+    _fails(
+        check_calls(case, [("stats.mean", {"values": [1.5, 2]})]),
+        "values[1] should be float, got integer 2",
+    )
+    _fails(check_calls(case, [("stats.mean", {"values": [2, 1.5]})]), "values[0] should be float")
+
+
+def test_int_items_pass_for_float_items_where_bfcl_skips_the_nested_check() -> None:
+    # an optional parameter ("" among its answers) and an answer written with ints are not
+    # checked against the items' type, exactly as BFCL does
+    optional = _case([NUMBERS], [{"stats.mean": {"values": [[1.5, 2.0], ""]}}])
+    _ok(check_calls(optional, [("stats.mean", {"values": [1.5, 2]})]))
+    int_answer = _case([NUMBERS], [{"stats.mean": {"values": [[1, 2]]}}])
+    _ok(check_calls(int_answer, [("stats.mean", {"values": [1, 2]})]))
+    _ok(check_calls(int_answer, [("stats.mean", {"values": [1.0, 2.0]})]))
+    _fails(check_calls(int_answer, [("stats.mean", {"values": ["1", 2]})]), "values[0] should be")
+
+
+def _real_case(case_id: str) -> BFCLCase:
+    category = case_id.rsplit("_", 1)[0]
+    return next(c for c in load_category(category) if c.id == case_id)
+
+
+def test_simple_python_13_rejects_ints_in_its_float_interval() -> None:
+    case = _real_case("simple_python_13")  # interval: array of float, answer [1.0, 3.0]
+    call = {"function": "x**2", "interval": [1.0, 3.0]}
+    _ok(check_calls(case, [("calculate_area_under_curve", call)]))
+    for interval in ([1, 3], [1.0, 3], [1, 3.0]):
+        _fails(
+            check_calls(case, [("calculate_area_under_curve", {**call, "interval": interval})]),
+            "should be float, got integer",
+        )
+
+
+def test_simple_python_122_accepts_floats_in_its_int_table() -> None:
+    case = _real_case("simple_python_122")  # table: array of array of integer, [[10, 20], ...]
+    for table in ([[10, 20], [30, 40]], [[10.0, 20.0], [30.0, 40.0]], [[10, 20.0], [30, 40]]):
+        _ok(check_calls(case, [("chi_squared_test", {"table": table})]))
+    _fails(
+        check_calls(case, [("chi_squared_test", {"table": [[10, 20], [30, 41]]})]),
+        "table[1][1] = 41, expected 40",
+    )
+    _fails(check_calls(case, [("chi_squared_test", {"table": [10, 20, 30, 40]})]), "table[0]")
+
+
+def test_values_inside_dicts_are_not_type_checked_but_compared() -> None:
+    # simple_python_260: area is a dict of integers; BFCL compares 20.0 == 20 there
+    case = _real_case("simple_python_260")
+    ((name, arguments),) = oracle_calls(case)
+    assert arguments["area"] == {"width": 20, "height": 12}
+    _ok(check_calls(case, [(name, {**arguments, "area": {"width": 20.0, "height": 12}})]))
+    _fails(
+        check_calls(case, [(name, {**arguments, "area": {"width": 21.0, "height": 12}})]),
+        "area.width = 21.0 is not one of [20]",
+    )
+
+
+def test_lists_inside_dicts_compare_exactly() -> None:
+    # simple_python_337: cards maps players to lists of cards; BFCL compares those lists with
+    # ==, so their strings are not standardized (case matters)
+    case = _real_case("simple_python_337")
+    ((name, arguments),) = oracle_calls(case)
+    _ok(check_calls(case, [(name, arguments)]))
+    cards = dict(arguments["cards"])
+    player, hand = next(iter(cards.items()))
+    shouted = {**cards, player: [card.upper() for card in hand]}
+    _fails(check_calls(case, [(name, {**arguments, "cards": shouted})]), f"cards.{player}")
+
+
+def test_any_is_read_as_a_string() -> None:
+    doc = _fn("describe", {"data": {"type": "any"}}, ["data"])
+    case = _case([doc], [{"describe": {"data": ["my_data"]}}])
+    _ok(check_calls(case, [("describe", {"data": "My Data"})]))
+    _fails(check_calls(case, [("describe", {"data": ["my_data"]})]), "data should be string")
 
 
 def test_float_is_not_accepted_for_int() -> None:
@@ -198,11 +282,13 @@ def test_tuples_are_lists() -> None:
     _fails(check_calls(case, [("geo.point", {"at": (2.35, 48.85)})]), "at[0] = 2.35")
 
 
-def test_nested_lists_are_checked_item_by_item() -> None:
+def test_nested_lists_are_compared_item_by_item_but_typed_one_level_deep() -> None:
     table = {"type": "array", "items": {"type": "array", "items": I}}
     case = _case([_fn("chi2", {"table": table}, ["table"])], [{"chi2": {"table": [[[1, 2], [3]]]}}])
     _ok(check_calls(case, [("chi2", {"table": [[1, 2], [3]]})]))
-    _fails(check_calls(case, [("chi2", {"table": [[1, 2], [3.5]]})]), "table[1][0] should be")
+    _ok(check_calls(case, [("chi2", {"table": [[1.0, 2], [3.0]]})]))  # as BFCL: 3.0 == 3
+    _fails(check_calls(case, [("chi2", {"table": [[1, 2], [3.5]]})]), "table[1][0] = 3.5")
+    _fails(check_calls(case, [("chi2", {"table": [[1, 2], 3]})]), "table[1] should be array")
     _fails(check_calls(case, [("chi2", {"table": [[1, 2], [4]]})]), "table[1][0] = 4, expected 3")
     _fails(check_calls(case, [("chi2", {"table": [[1, 2]]})]), "table has 1 items, expected 2")
 
@@ -319,7 +405,11 @@ def test_nested_dicts_are_checked_recursively() -> None:
     )
     _fails(
         check_calls(QUERY_CASE, _query({**base, "limits": {"min": "1"}})),
-        "conditions.limits.min should be integer, got string",
+        "conditions.limits.min = '1' is not one of [1]",  # compared, not type-checked (BFCL)
+    )
+    _fails(
+        check_calls(QUERY_CASE, _query({**base, "limits": {"min": True}})),
+        "conditions.limits.min = True",  # ours: a bool is never a number (BFCL: True == 1)
     )
 
 

@@ -26,6 +26,7 @@ from counterpoint.evals.datasets import (
     tool_spec,
 )
 from counterpoint.runtime.backends.base import Message
+from counterpoint.tools.tool import Tool
 
 EXPECTED_SIZES = {"simple_python": 400, "multiple": 200, "parallel": 200, "parallel_multiple": 200}
 
@@ -328,3 +329,32 @@ def test_tool_specs_of_real_cases_use_standard_types() -> None:
         for case in load_category(category):
             for doc in case.functions:
                 assert types(tool_spec(doc)["parameters"]) <= standard, case.id
+
+
+def test_tool_specs_are_normalised_as_tools_normalise_them() -> None:
+    # one BFCL -> JSON Schema translation: the spec offered to a model is the schema the tool
+    # built from it validates with
+    doc: dict[str, Any] = {
+        "name": "inventory.check",
+        "description": "Stock of items.",
+        "parameters": {
+            "type": "dict",
+            "properties": {
+                "items": {"type": "ArrayList", "items": {"type": "String"}},
+                "pair": {"type": "tuple", "items": [{"type": "float"}, {"type": "str"}]},
+            },
+            "required": ["items", "warehouse"],  # "warehouse" is not a property
+        },
+    }
+    params = tool_spec(doc)["parameters"]
+    assert params["required"] == ["items"]
+    assert params["properties"]["items"] == {"type": "array", "items": {"type": "string"}}
+    assert params["properties"]["pair"] == {
+        "type": "array",
+        "prefixItems": [{"type": "number"}, {"type": "string"}],
+    }
+    assert params == Tool.from_schema(doc).parameters
+    for category in DEVELOPMENT_CATEGORIES:
+        for case in load_category(category, limit=40):
+            for function in case.functions:
+                assert tool_spec(function)["parameters"] == Tool.from_schema(function).parameters

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from counterpoint.errors import ConfigError
+from counterpoint.errors import ConfigError, CounterpointError, ProtocolError
 from counterpoint.evals._models import ORACLE, PERTURBED, case_models
 from counterpoint.evals.checker import oracle_calls
 from counterpoint.evals.datasets import DEVELOPMENT_CATEGORIES, BFCLCase, load_category
@@ -30,8 +30,9 @@ from counterpoint.evals.runner import (
     run_bfcl,
 )
 from counterpoint.evals.simulate import case_toolset
+from counterpoint.runtime.backends._http import BackendError
+from counterpoint.runtime.backends._sse import StreamInterrupted
 from counterpoint.runtime.backends.base import Model
-from counterpoint.runtime.backends.scripted import ScriptedModel
 from counterpoint.runtime.session import Mode
 from counterpoint.runtime.tracing import (
     EvalResultRecord,
@@ -41,6 +42,7 @@ from counterpoint.runtime.tracing import (
     UnknownRunError,
     query,
 )
+from counterpoint.testing.scripted import ScriptedModel
 from counterpoint.tools.toolset import Toolset
 
 FAST = 0.05
@@ -196,7 +198,7 @@ async def test_calls_the_executor_rejected_are_judged_as_written(tracer: SQLiteT
     assert result.failure_reason is not None and "number" in result.failure_reason
     (call,) = result.calls
     assert call["name"] == "math.factorial" and call["arguments"] == {"number": "five"}
-    assert call["ran"] is True and call["ok"] is False and "number" in call["error"]
+    assert call["ran"] is False and call["ok"] is False and "number" in call["error"]
 
 
 async def test_calls_a_token_limit_left_unrun_still_count(tracer: SQLiteTracer) -> None:
@@ -224,6 +226,104 @@ async def test_bad_call_syntax_is_named_in_the_reason(tracer: SQLiteTracer) -> N
     assert result.failure_reason is not None
     assert result.failure_reason.startswith("expected 1 call (calculate_triangle_area), got 0")
     assert "refused call blocks" in result.failure_reason
+
+
+# -- errors: a case's own, or the backend's --------------------------------------------------
+
+OVERFLOW = (
+    "the context would grow to 9000 tokens, past the 8192 that 'tiny' supports: shorten the "
+    "prompt or the injected results, or start a new generation"
+)
+
+
+class _StartFails(ScriptedModel):
+    """A model whose every generation fails to start with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("Done.", name="scripted-fixed")
+        self.error = error
+
+    async def start(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+class _FailsOn(_FixedScript):
+    """Writes ``script`` for every case but those in ``failing``, which fail with ``error``."""
+
+    def __init__(self, script: str, failing: set[str], error: Exception) -> None:
+        super().__init__(script)
+        self.failing = failing
+        self.error = error
+
+    def for_case(self, case: BFCLCase, mode: Mode, tools: Toolset) -> Model:
+        if case.id in self.failing:
+            return _StartFails(self.error)
+        return super().for_case(case, mode, tools)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CounterpointError(OVERFLOW),  # the transformers backend: the prompt is too long
+        ProtocolError("the model broke the protocol"),
+        BackendError("http://x/v1 answered 400 Bad Request: too long", url="u", status_code=400),
+    ],
+    ids=["context-overflow", "protocol", "http-400"],
+)
+async def test_a_case_that_fails_is_that_cases_result_and_the_eval_goes_on(
+    tracer: SQLiteTracer, error: Exception
+) -> None:
+    script = "[CALL] c1 [HEAD] math.factorial(number=5) [END]\n[TRAP][END]\nDone."
+    source = _FailsOn(script, {"simple_python_0"}, error)
+    config = _config(categories=("simple_python",), modes=("sync", "async"))
+    outcome = await run_bfcl(config, tracer, models=source)
+    assert outcome.status == "done"
+    by_case = {(r.case_id, r.mode): r for r in outcome.results}
+    assert len(by_case) == 4
+    for mode in ("sync", "async"):
+        failed = by_case["simple_python_0", mode]
+        assert not failed.correct and failed.status == "error" and failed.run_id == ""
+        assert failed.failure_reason == f"the run failed: {type(error).__name__}: {error}"
+        assert by_case["simple_python_1", mode].correct  # the next case ran, and passed
+    rows = {(r.case_id, r.mode): r for r in query.eval_results(tracer.store, outcome.run_id)}
+    assert len(rows) == 4 and not rows["simple_python_0", "sync"].correct
+    assert str(error) in (rows["simple_python_0", "sync"].failure_reason or "")
+    assert query.get_eval_run(tracer.store, outcome.run_id).status == "done"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BackendError("http://x/v1: cannot connect (is the server running?)", url="u"),
+        StreamInterrupted("http://x/v1 dropped the stream", url="u"),
+        BackendError("http://x/v1 answered 401 Unauthorized: bad key", url="u", status_code=401),
+        BackendError("http://x/v1 answered 503 Service Unavailable", url="u", status_code=503),
+    ],
+    ids=["connect", "dropped", "http-401", "http-503"],
+)
+async def test_a_failing_backend_stops_the_eval_and_resume_redoes_the_case(
+    tracer: SQLiteTracer, error: Exception
+) -> None:
+    script = "[CALL] c1 [HEAD] math.factorial(number=5) [END]\n[TRAP][END]\nDone."
+    config = _config(categories=("simple_python",), modes=("sync",))
+    seen: list[CaseResult] = []
+    with pytest.raises(type(error)) as caught:
+        await run_bfcl(
+            config,
+            tracer,
+            models=_FailsOn(script, {"simple_python_1"}, error),
+            on_result=seen.append,
+        )
+    assert caught.value is error
+    assert [r.case_id for r in seen] == ["simple_python_0"]  # the case before was kept
+    run_id = seen[0].eval_run_id
+    record = query.get_eval_run(tracer.store, run_id)
+    assert record.status == "error" and str(error) in record.attributes["error"]
+    assert [r.case_id for r in query.eval_results(tracer.store, run_id)] == ["simple_python_0"]
+
+    outcome = await resume_bfcl(run_id, tracer, models=_FixedScript(script))  # the server is back
+    assert outcome.status == "done" and [r.case_id for r in outcome.results] == ["simple_python_1"]
+    assert outcome.results[0].correct
 
 
 # -- interruption and resume -----------------------------------------------------------------
@@ -282,6 +382,16 @@ async def test_resume_keeps_the_stored_config(tracer: SQLiteTracer) -> None:
     assert EvalConfig.from_json(record.config) == config
     outcome = await resume_bfcl(first.run_id, tracer)
     assert outcome.plan.config == config
+
+
+async def test_an_eval_run_prefix_takes_like_wildcards_literally(tracer: SQLiteTracer) -> None:
+    config = _config(categories=("simple_python",), modes=("sync",), limit=1)
+    run_id = (await run_bfcl(config, tracer)).run_id
+    store = tracer.store
+    assert find_eval_run(store, run_id[:6]).id == run_id
+    for pattern in ("%", "_", "_" * 6, run_id[:3] + "%", "%" + run_id[-4:]):
+        with pytest.raises(UnknownRunError, match="no eval run has an id starting with"):
+            find_eval_run(store, pattern)
 
 
 async def test_resuming_an_unknown_run_is_a_user_error(tracer: SQLiteTracer) -> None:
@@ -375,16 +485,17 @@ async def test_turns_and_system_messages_reach_the_model(
 # -- model sources ---------------------------------------------------------------------------
 
 
-async def test_openai_models_get_flat_native_tools_in_sync_and_cml_in_async() -> None:
+async def test_openai_models_get_flat_tool_names() -> None:
+    # The session hands the case's tools to the model and tells it whether results arrive
+    # mid-stream (async mode: CML; sync/parallel: native tool calls): see test_openai.py.
     source = case_models("openai:some-model", base_url="http://127.0.0.1:9/v1")
     try:
         assert source.flat_names and source.name == "some-model"
         case = load_category("simple_python", limit=2)[1]  # math.factorial
         tools = case_toolset(case, flat_names=True)
+        assert [spec.name for spec in tools.specs()] == ["math_factorial"]
         sync_model: Any = source.for_case(case, "sync", tools)
-        async_model: Any = source.for_case(case, "async", tools)
-        assert [t["function"]["name"] for t in sync_model.tools] == ["math_factorial"]
-        assert sync_model.native_tools is True and async_model.native_tools is False
+        assert sync_model.native_tools is True
     finally:
         await source.aclose()
 

@@ -17,7 +17,7 @@ from counterpoint.evals.simulate import (
     simulated_tool,
 )
 from counterpoint.runtime.backends.base import Message
-from counterpoint.runtime.workloads import function_latency
+from counterpoint.testing.workloads import function_latency
 from counterpoint.tools.tool import ToolArgumentError
 
 DOC = {

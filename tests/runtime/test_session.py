@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from counterpoint.runtime.backends.base import Message
-from counterpoint.runtime.backends.scripted import ScriptedModel
-from counterpoint.runtime.events import (
+from counterpoint.core.events import (
     CallFinished,
     CallStarted,
     Done,
@@ -17,7 +15,9 @@ from counterpoint.runtime.events import (
     InterruptInjected,
     TrapEvent,
 )
+from counterpoint.runtime.backends.base import Message
 from counterpoint.runtime.session import Limits, RunResult, Session
+from counterpoint.testing.scripted import ScriptedModel
 from counterpoint.tools.tool import tool
 from counterpoint.tools.toolset import Toolset
 

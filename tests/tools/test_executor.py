@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from counterpoint.errors import ConfigError
-from counterpoint.runtime.calls import Call, CallResult
-from counterpoint.runtime.events import (
+from counterpoint.core.calls import Call, CallResult
+from counterpoint.core.events import (
     CallFinished,
     CallProgress,
     CallStarted,
     Event,
     event_adapter,
 )
+from counterpoint.errors import ConfigError
+from counterpoint.tools import executor as executor_module
 from counterpoint.tools.executor import Executor, _seconds
 from counterpoint.tools.tool import Progress, Tool, ToolArgumentError, tool
 from counterpoint.tools.toolset import Toolset
@@ -373,6 +374,61 @@ async def test_retries_exhausted() -> None:
     [result] = await ex.wait_all()
     assert not result.ok and result.attempts == 2
     assert result.error == "RuntimeError: failure 2 (after 2 attempts)"
+
+
+async def test_retry_backoff_doubles_for_each_further_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    delays: list[float] = []
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+
+    monkeypatch.setattr(executor_module, "_sleep", record)
+
+    @tool(name="flaky", retries=3, retry_backoff=0.25)
+    def always_fails() -> None:
+        raise RuntimeError("down")
+
+    ex, rec = make_executor(always_fails)
+    ex.submit(Call("c1", "flaky"))
+    [result] = await ex.wait_all()
+    assert delays == [0.25, 0.5, 1.0]
+    assert result.attempts == rec.of(CallFinished)[0].attempts == 4
+    assert result.error == "RuntimeError: down (after 4 attempts)"
+
+
+async def test_cancelling_during_the_backoff_stops_at_once() -> None:
+    failed = asyncio.Event()
+
+    @tool(name="flaky", retries=5, retry_backoff=30.0)
+    async def fails_once_then_waits() -> None:
+        failed.set()
+        raise RuntimeError("down")
+
+    ex, rec = make_executor(fails_once_then_waits)
+    ex.submit(Call("c1", "flaky"))
+    await asyncio.wait_for(failed.wait(), timeout=5)
+    await asyncio.sleep(0)  # into the 30 s backoff
+    await asyncio.wait_for(ex.aclose(), timeout=5)  # does not wait out the backoff
+    [result] = ex.drain()
+    assert result.error == "cancelled" and result.attempts == 1
+    assert rec.of(CallFinished)[0].attempts == 1
+    assert only_task_left()
+
+
+async def test_a_schema_only_tool_is_not_retried() -> None:
+    # Tool.from_schema without an implementation: calling it can never succeed, so its
+    # failure is not transient and its retries do not apply
+    spec = {"name": "lookup", "parameters": {"type": "dict", "properties": {}}}
+    described = Tool.from_schema(spec, retries=3, retry_backoff_s=0.001)
+    ex, rec = make_executor(described)
+    ex.submit(Call("c1", "lookup"))
+    [result] = await ex.wait_all()
+    assert not result.ok and result.attempts == 1
+    assert result.error is not None and "has no implementation" in result.error
+    assert "attempts" not in result.error
+    assert rec.of(CallFinished)[0].attempts == 1
 
 
 async def test_retries_on_timeouts() -> None:

@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from counterpoint.tools._render import py_literal, render_signature, render_type
-from counterpoint.tools._schema import check_schema, clean_pydantic_schema, normalise_schema
+from counterpoint.tools._schema import (
+    check_schema,
+    clean_pydantic_schema,
+    json_type,
+    normalise_schema,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +47,24 @@ from counterpoint.tools._schema import check_schema, clean_pydantic_schema, norm
 def test_normalise_types(bfcl: dict[str, Any], expected: dict[str, Any]) -> None:
     assert normalise_schema(bfcl) == expected
     assert check_schema(normalise_schema(bfcl)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("dict", "object"),
+        (" Float ", "number"),
+        ("tuple", "array"),
+        ("HashMap", "object"),
+        ("any", None),
+        ("mystery", None),
+        (3, None),
+        (["integer", "null"], ["integer", "null"]),
+        (["int", "long"], "integer"),
+    ],
+)
+def test_json_type_maps_one_type_name(name: object, expected: object) -> None:
+    assert json_type(name) == expected
 
 
 def test_normalise_nested_and_required() -> None:

@@ -15,7 +15,6 @@ from counterpoint.runtime.backends.base import (
     Token,
 )
 from counterpoint.runtime.backends.registry import resolve_model
-from counterpoint.runtime.backends.scripted import ScriptedModel
 
 __all__ = [
     "Decoder",
@@ -23,7 +22,6 @@ __all__ = [
     "Model",
     "Prompt",
     "SamplingParams",
-    "ScriptedModel",
     "Segment",
     "Token",
     "resolve_model",

@@ -2,9 +2,12 @@
 
 One job: turn "POST this JSON to that URL and stream the answer" into either an open
 :class:`httpx.Response` whose status is 2xx, or a :class:`BackendError` whose message says what went
-wrong and what to do. Connection failures, timeouts, 408/409/429 and 5xx answers are retried with
-exponential backoff and jitter, honouring ``Retry-After`` (and ``retry-after-ms``) when the server
-sends one, the way the OpenAI SDK does.
+wrong and what to do. Connection failures, 408/409/429 and 5xx answers are retried by
+``tenacity`` with exponential backoff and jitter, honouring ``Retry-After`` (and
+``retry-after-ms``) when the server sends one, the way the OpenAI SDK does. Two failures are not
+retried, because retrying only multiplies the wait: a server that accepted the request and did not
+answer within the read timeout (a stalled server), and a ``Retry-After`` longer than
+``max_retry_after_s`` (the error says how long the server asked to wait).
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import tenacity
 
 from counterpoint.errors import CounterpointError
 
@@ -48,9 +51,10 @@ class BackendError(CounterpointError):
 class RetryPolicy:
     """How often and how long to retry a request that failed for a transient reason.
 
-    The n-th retry (n = 0, 1, ...) waits ``min(initial_delay_s * 2**n, max_delay_s)`` scaled by a
-    random factor in ``[1 - jitter, 1]``, unless the server asked for a delay with ``Retry-After``
-    (honoured up to ``max_retry_after_s``).
+    At most ``max_retries`` retries. The n-th retry (n = 0, 1, ...) waits
+    ``min(initial_delay_s * 2**n, max_delay_s)`` plus a random jitter of up to ``jitter``
+    seconds (tenacity's ``wait_exponential`` + ``wait_random``), unless the server asked for a
+    delay with ``Retry-After`` (honoured up to ``max_retry_after_s``).
     """
 
     max_retries: int = 2
@@ -60,13 +64,35 @@ class RetryPolicy:
     max_retry_after_s: float = 60.0
 
     def delay(self, attempt: int, response: httpx.Response | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        """Seconds to wait before retry number ``attempt`` (0-based), after ``response``."""
+        state = tenacity.RetryCallState(tenacity.AsyncRetrying(), None, (), {})
+        state.attempt_number = attempt + 1
+        return self._delay(state, response)
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        """The tenacity wait strategy: what :meth:`delay` says after the failed attempt."""
+        failure = state.outcome.exception() if state.outcome is not None else None
+        response = failure.response if isinstance(failure, _RetryableStatus) else None
+        return self._delay(state, response)
+
+    def _delay(self, state: tenacity.RetryCallState, response: httpx.Response | None) -> float:
         if response is not None:
             asked = retry_after_s(response.headers)
             if asked is not None and 0 <= asked <= self.max_retry_after_s:
                 return asked
-        base: float = min(self.initial_delay_s * 2.0**attempt, self.max_delay_s)
-        return base * (1.0 - self.jitter * random.random())
+        backoff = tenacity.wait_exponential(
+            multiplier=self.initial_delay_s, max=self.max_delay_s
+        ) + tenacity.wait_random(0, self.jitter)
+        return float(backoff(state))
+
+
+class _RetryableStatus(Exception):
+    """A transient HTTP answer (408, 409, 429, 5xx): ``response`` is closed, ``content`` read."""
+
+    def __init__(self, response: httpx.Response, content: bytes) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+        self.content = content
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:
@@ -137,6 +163,14 @@ def _status_error(url: str, status: int, reason: str, message: str) -> BackendEr
     return BackendError(f"{head}: {message} ({hint})", url=url, status_code=status)
 
 
+def _stalled(url: str, exc: httpx.TransportError) -> BackendError:
+    return BackendError(
+        f"OpenAI-compatible server at {url} accepted the request but did not answer within the "
+        f"read timeout ({type(exc).__name__}); check the server, or raise timeout=",
+        url=url,
+    )
+
+
 def _transport_error(url: str, exc: httpx.TransportError) -> BackendError:
     if isinstance(exc, httpx.ConnectError):
         what = "cannot connect (is the server running and listening there?)"
@@ -167,17 +201,13 @@ async def open_stream(
     :class:`BackendError`. Cancellation closes whatever is open and propagates.
     """
     request_headers = {"Accept": "text/event-stream", "Cache-Control": "no-store", **headers}
-    attempt = 0
-    while True:
+
+    async def attempt() -> httpx.Response:
         request = client.build_request("POST", url, json=dict(body), headers=request_headers)
         try:
-            response = await client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            if attempt >= retry.max_retries:
-                raise _transport_error(url, exc) from exc
-            await _sleep(retry.delay(attempt))
-            attempt += 1
-            continue
+            response = await client.send(request, stream=True)  # a TransportError is retried
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise _stalled(url, exc) from exc  # accepted, then silent: retrying only waits again
         if response.is_success:
             return response
         try:
@@ -186,10 +216,37 @@ async def open_stream(
             content = b""
         finally:
             await response.aclose()
-        if response.status_code in _RETRY_STATUSES and attempt < retry.max_retries:
-            await _sleep(retry.delay(attempt, response))
-            attempt += 1
-            continue
+        if response.status_code in _RETRY_STATUSES:
+            asked = retry_after_s(response.headers)
+            if asked is not None and asked > retry.max_retry_after_s:
+                raise BackendError(
+                    f"{url} answered {response.status_code} and asked to wait {asked:.0f} s "
+                    f"before retrying, longer than max_retry_after_s={retry.max_retry_after_s:g} "
+                    f"s: retry after that ({server_message(content)})",
+                    url=url,
+                    status_code=response.status_code,
+                )
+            raise _RetryableStatus(response, content)
         raise _status_error(
             url, response.status_code, response.reason_phrase, server_message(content)
         )
+
+    # Only the transient failures are retried; anything else (a BackendError for a 4xx,
+    # cancellation) propagates at once. Once the retries are spent, the last failure is re-raised.
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(retry.max_retries + 1),
+        wait=retry.wait,
+        retry=tenacity.retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+        sleep=lambda seconds: _sleep(seconds),
+        reraise=True,
+    )
+    try:
+        response: httpx.Response = await retrying(attempt)
+    except httpx.TransportError as exc:
+        raise _transport_error(url, exc) from exc
+    except _RetryableStatus as failure:
+        answer = failure.response
+        raise _status_error(
+            url, answer.status_code, answer.reason_phrase, server_message(failure.content)
+        ) from None
+    return response

@@ -1,11 +1,11 @@
-"""Translating between OpenAI chat conventions and CML text.
+"""Helpers for OpenAI chat conventions.
 
-The session speaks CML (DESIGN.md, "The protocol"); an OpenAI-compatible server speaks messages,
-``tool_calls`` and ``role: "tool"`` results. These pure functions convert one into the other:
+Data crosses the seam as data: native tool calls leave the chat decoder as structured calls and
+results go back as ``role: "tool"`` messages, with no text round trip. These pure functions:
 
-* :func:`call_to_cml` renders a native tool call as ``[CALL] id [HEAD] name(arg=...) [END]``;
-* :func:`split_interrupts` finds the ``[INTR] id [HEAD] value [END]`` blocks in extended text;
-* :func:`render_chatml` renders messages as a ChatML prompt for raw completions;
+* :func:`cml_id` gives a native tool call id the form of a CML call id (a Python identifier);
+* :func:`render_chatml` renders messages as a ChatML prompt for raw completions, with control
+  tokens in their contents neutralised;
 * :func:`normalize_tools` accepts OpenAI tool entries or bare function schemas.
 """
 
@@ -15,33 +15,15 @@ import json
 import keyword
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from counterpoint.errors import ConfigError
+from counterpoint.protocol.escape import neutralise_control
 from counterpoint.runtime.backends.base import Message, Prompt, Segment
-from counterpoint.runtime.callsyntax import format_call_body
 
-__all__ = [
-    "Interrupt",
-    "call_to_cml",
-    "cml_id",
-    "normalize_tools",
-    "render_chatml",
-    "split_interrupts",
-]
+__all__ = ["cml_id", "normalize_tools", "render_chatml"]
 
-_INTR_RE = re.compile(r"\[INTR\]\s*([^\s\[\]]+)\s*\[HEAD\]\s?(.*?)\s*\[END\]", re.DOTALL)
 _SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_]")
-
-
-@dataclass(frozen=True)
-class Interrupt:
-    """One ``[INTR] call_id [HEAD] value [END]`` block and where it sits in the extended text."""
-
-    call_id: str
-    value: str
-    block: str
 
 
 def cml_id(server_id: str | None, ordinal: int) -> str:
@@ -53,36 +35,6 @@ def cml_id(server_id: str | None, ordinal: int) -> str:
     return f"call_{ordinal}"
 
 
-def call_to_cml(call_id: str, name: str, arguments: str) -> str:
-    """Render a native tool call (``arguments`` is its JSON text) as one CML call block.
-
-    The body is Python call syntax (``get_weather(city='Paris')``) when the name is an
-    identifier and the arguments are a JSON object with identifier keys; otherwise the JSON body
-    ``{"name": ..., "arguments": ...}`` that the runtime's parser also accepts (malformed arguments
-    are passed on as a string, so the parser reports them to the model as an error).
-    """
-    try:
-        args: Any = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        args = arguments
-    body: str | None = None
-    if isinstance(args, dict):
-        try:
-            body = format_call_body(name, args)
-        except (TypeError, ValueError):
-            body = None  # not expressible as a Python call: use the JSON form
-    if body is None:
-        body = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
-    return f"[CALL] {call_id} [HEAD] {body} [END]\n"
-
-
-def split_interrupts(text: str) -> tuple[list[Interrupt], str]:
-    """The interrupt blocks in ``text`` and the text around them (stripped, blocks removed)."""
-    interrupts = [Interrupt(m.group(1), m.group(2), m.group(0)) for m in _INTR_RE.finditer(text)]
-    rest = _INTR_RE.sub("", text).strip()
-    return interrupts, rest
-
-
 def render_chatml(messages: Iterable[Message]) -> Prompt:
     """Render messages as ChatML (``<|im_start|>role\\n...<|im_end|>``), open for the assistant.
 
@@ -92,7 +44,7 @@ def render_chatml(messages: Iterable[Message]) -> Prompt:
     segments: list[Segment] = []
     for message in messages:
         segments.append(Segment(f"<|im_start|>{message.role}\n"))
-        segments.append(Segment(message.content, kind="content"))
+        segments.append(Segment(neutralise_control(message.content), kind="content"))
         segments.append(Segment("<|im_end|>\n"))
     segments.append(Segment("<|im_start|>assistant\n"))
     return Prompt(tuple(segments))

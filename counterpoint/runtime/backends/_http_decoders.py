@@ -4,10 +4,16 @@
   the stream at once and requests again on the context so far plus the new text (AsyncLM's
   Async-Naive; the server's prefix cache keeps the restart cheap). Each request's time to first
   token is recorded (``ttfts``; ``restarts`` holds those of requests made after an ``extend``).
-* :class:`OpenAIChatDecoder` streams ``/v1/chat/completions`` with native ``tools`` and shows the
-  native tool calls to the session as CML text. ``extend`` turns the ``[INTR]`` blocks it receives
-  into ``role: "tool"`` messages (and any other text into a user message); the next request goes
-  out once every call of the assistant's turn has its result.
+* :class:`OpenAIChatDecoder` streams ``/v1/chat/completions`` with native ``tools``. A native tool
+  call leaves it as a structured call (a :class:`Token` whose ``call`` is set), never as text;
+  ``inject`` maps each result to a ``role: "tool"`` message by its call id and each user message
+  to a ``role: "user"`` one; the next request goes out once every call of the assistant's turn has
+  its result. ``extend`` sends plain text as a user message.
+
+Everything sent has its control tokens neutralised (``<|im_end|>`` in a result or a prompt never
+reaches the server as a turn boundary). Banned strings (``[INTR``) are not sent as stop strings:
+a model that writes ``[INTR]`` gets a protocol error from the session's parser, not a silent end
+of turn.
 
 Both yield one :class:`Token` per streamed chunk (``id=-1``: the server does not send token ids);
 llama.cpp and OpenAI send one token per chunk. Cancelling a task awaiting :meth:`step` closes the
@@ -23,8 +29,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from counterpoint.core.calls import Call, CallResult, Interrupt, UserInterrupt
 from counterpoint.errors import ProtocolError
-from counterpoint.runtime.backends._http_cml import call_to_cml, cml_id, split_interrupts
+from counterpoint.protocol.cml import format_interrupts
+from counterpoint.protocol.escape import neutralise_control
+from counterpoint.runtime.backends._http_cml import cml_id
 from counterpoint.runtime.backends._http_endpoint import Endpoint
 from counterpoint.runtime.backends._sse import ChunkStream, StreamInterrupted
 from counterpoint.runtime.backends.base import SamplingParams, Token
@@ -41,8 +50,8 @@ def _sampling_body(params: SamplingParams, max_tokens: int) -> dict[str, Any]:
         "top_p": params.top_p,
         "seed": params.seed,
     }
-    # A banned string becomes a stop string: the model cannot write it, the turn ends instead.
-    stop = list(dict.fromkeys((*params.stop, *params.banned)))
+    # Banned strings are not stop strings: the session's parser reports them as protocol errors.
+    stop = list(dict.fromkeys(params.stop))
     if stop:
         body["stop"] = stop
     return body
@@ -56,6 +65,33 @@ def _first_choice(chunk: Mapping[str, Any], url: str) -> Mapping[str, Any] | Non
         raise ProtocolError(f"{url} sent a chunk whose 'choices' is not a list of objects: {chunk}")
     choice: Mapping[str, Any] = choices[0]
     return choice
+
+
+def _arguments(text: str) -> tuple[dict[str, Any], str | None]:
+    """A native call's arguments from their JSON text, or why they cannot be read."""
+    if not text.strip():
+        return {}, None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return {}, "the arguments are nested too deeply to read; send a flat JSON object"
+    except ValueError as exc:
+        return {}, f"the arguments are not valid JSON ({exc}); send a JSON object"
+    if not isinstance(value, dict):
+        return {}, f"the arguments must be a JSON object, not {type(value).__name__}"
+    return value, None
+
+
+def _neutral(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, str):
+        message["content"] = neutralise_control(content)
+    return message
+
+
+def _orphan_note(result: CallResult) -> str:
+    """A result for no call of this turn (a session-made error): tell the model as a user note."""
+    return f"(runtime note for {result.call.id}: {result.text})"
 
 
 def _estimate(text: str) -> int:
@@ -251,10 +287,19 @@ class OpenAICompletionDecoder:
             return Token(id=-1, text=text)
         return None
 
+    async def inject(self, items: Sequence[Interrupt]) -> None:
+        """Append results and user messages as neutralised CML interrupts (then request again)."""
+        if items:
+            await self.extend(format_interrupts(items))
+
     async def extend(self, text: str) -> None:
-        """Close the stream at once and append ``text``; the next step requests again."""
+        """Close the stream at once and append ``text``; the next step requests again.
+
+        Control tokens in ``text`` are neutralised: raw completions parse them in the prompt.
+        """
         if self._closed:
             raise ProtocolError("extend() on a closed decoder: start a new generation")
+        text = neutralise_control(text)
         await self._drop_stream()
         self._context += text
         self._usage.extended(text)
@@ -279,6 +324,13 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
     emitted: bool = False
 
+    def token(self) -> Token:
+        """The call as a structured token (with the reason when its arguments are unreadable)."""
+        text = "".join(self.arguments)
+        arguments, error = _arguments(text)
+        call = Call(id=self.cml_id, name=self.name, arguments=arguments, raw=text)
+        return Token(id=-1, text="", call=call, call_error=error)
+
     def message(self) -> dict[str, Any]:
         return {
             "id": self.request_id,
@@ -288,7 +340,7 @@ class _Call:
 
 
 class OpenAIChatDecoder:
-    """A generation over ``/v1/chat/completions`` with native tool calls, seen as CML text.
+    """A generation over ``/v1/chat/completions`` with native tool calls, as structured calls.
 
     Attributes:
         messages: the conversation sent so far (grows with each turn; read it, do not change it).
@@ -311,7 +363,7 @@ class OpenAIChatDecoder:
         self._params = params
         self._tools = [dict(t) for t in tools]
         self.tool_choice = tool_choice
-        self.messages: list[dict[str, Any]] = [dict(m) for m in messages]
+        self.messages: list[dict[str, Any]] = [_neutral(dict(m)) for m in messages]
         self._stream: ChunkStream | None = None
         self._pending: deque[Token] = deque()
         self._content: list[str] = []
@@ -426,8 +478,7 @@ class OpenAIChatDecoder:
         for call in sorted(self._calls.values(), key=lambda c: c.index):
             if not call.emitted:
                 call.emitted = True
-                text = call_to_cml(call.cml_id, call.name, "".join(call.arguments))
-                self._pending.append(Token(id=-1, text=text))
+                self._pending.append(call.token())
 
     async def _end_stream(self, *, cut: bool) -> None:
         """Close the stream; a natural end emits the last calls, a cut drops unseen ones."""
@@ -466,11 +517,12 @@ class OpenAIChatDecoder:
                 {
                     "role": "tool",
                     "tool_call_id": call.request_id,
-                    "content": self._results.pop(call.cml_id),
+                    "content": neutralise_control(self._results.pop(call.cml_id)),
                 }
             )
         if self._user_text:
-            self.messages.append({"role": "user", "content": "\n".join(self._user_text)})
+            text = neutralise_control("\n".join(self._user_text))
+            self.messages.append({"role": "user", "content": text})
         self._content, self._calls, self._user_text = [], {}, []
 
     async def step(self) -> Token | None:
@@ -496,27 +548,39 @@ class OpenAIChatDecoder:
             await self._request(restart=True)
         return None
 
-    async def extend(self, text: str) -> None:
-        """Take results (``[INTR]`` blocks for this turn's calls) and any other text as user input.
+    async def inject(self, items: Sequence[Interrupt]) -> None:
+        """Take results for this turn's calls (by call id) and user messages, as data.
 
-        Text other than results for this turn's calls interrupts the assistant: an open stream is
-        closed at once and the next step sends it as a user message (once all calls are answered).
+        A result whose id is not one of this turn's calls is an error (a session bug, not
+        something to forward). A user message interrupts the assistant: an open stream is closed
+        at once and the next step sends it (once all calls are answered).
         """
         if self._closed:
-            raise ProtocolError("extend() on a closed decoder: start a new generation")
-        self._usage.extended(text)
-        interrupts, rest = split_interrupts(text)
+            raise ProtocolError("inject() on a closed decoder: start a new generation")
         known = {c.cml_id for c in self._emitted()}
-        other: list[str] = [rest] if rest else []
-        for interrupt in interrupts:
-            if interrupt.call_id in known:
-                self._results[interrupt.call_id] = interrupt.value
+        users: list[str] = []
+        for item in items:
+            if isinstance(item, UserInterrupt):
+                users.append(item.text)
+            elif item.call.id in known:
+                self._results[item.call.id] = item.text
+                self._usage.extended(item.text)
             else:
-                other.append(interrupt.block)
-        if other:
-            self._user_text.extend(other)
-            if self._stream is not None:
-                await self._end_stream(cut=True)
+                users.append(_orphan_note(item))
+        if users:
+            await self.extend("\n".join(users))
+
+    async def extend(self, text: str) -> None:
+        """Send ``text`` as a user message: the stream is closed at once, and the next request
+        (once every call of the turn has its result) carries it."""
+        if self._closed:
+            raise ProtocolError("extend() on a closed decoder: start a new generation")
+        if not text:
+            return
+        self._usage.extended(text)
+        self._user_text.append(text)
+        if self._stream is not None:
+            await self._end_stream(cut=True)
 
     async def close(self) -> None:
         self._closed = True

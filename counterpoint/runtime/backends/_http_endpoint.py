@@ -30,6 +30,7 @@ class Endpoint:
         headers: sent with every request (``Authorization``...).
         retry: retries of transient failures while opening a request.
         total_timeout_s: bound on one request from sending it to the end of its stream.
+        stall_timeout_s: bound on the wait for each data chunk of a stream.
         extra_body: extra JSON fields merged into every request body (server-specific options).
     """
 
@@ -39,6 +40,7 @@ class Endpoint:
     headers: Mapping[str, str] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     total_timeout_s: float | None = None
+    stall_timeout_s: float | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
@@ -61,4 +63,4 @@ class Endpoint:
                 "(retries included); raise total_timeout or check the server",
                 url=url,
             ) from exc
-        return ChunkStream(response, deadline)
+        return ChunkStream(response, deadline, stall_timeout_s=self.stall_timeout_s)

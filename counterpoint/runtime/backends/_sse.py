@@ -5,7 +5,9 @@ JSON chunk (a dict), or ``None`` after ``data: [DONE]`` (or at the end of a body
 ``finish_reason``; a body that ends before either was cut off: :class:`StreamInterrupted`). SSE
 framing is parsed by ``httpx-sse``; this module only checks what the OpenAI protocol adds on top:
 every data line is a JSON object, an ``error`` object in the stream is the server failing
-mid-generation. A request's total deadline (event-loop time) bounds every read.
+mid-generation. A request's total deadline (event-loop time) bounds every read, and a stall
+timeout bounds the wait for each data chunk: keep-alive comments do not reset it, so a server that
+trickles keep-alives but sends nothing is given up on.
 """
 
 from __future__ import annotations
@@ -37,11 +39,19 @@ class ChunkStream:
     Args:
         response: an open 2xx streamed response; the stream owns it from now on.
         deadline: event-loop time after which reading fails with :class:`StreamInterrupted`.
+        stall_timeout_s: longest wait for one data chunk (keep-alives do not count).
     """
 
-    def __init__(self, response: httpx.Response, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        deadline: float | None = None,
+        *,
+        stall_timeout_s: float | None = None,
+    ) -> None:
         self._response = response
         self._deadline = deadline
+        self._stall_s = stall_timeout_s
         self._url = str(response.request.url)
         self._events: AsyncGenerator[ServerSentEvent, None] = EventSource(response).aiter_sse()
         self._done = False
@@ -58,10 +68,16 @@ class ChunkStream:
         """
         if self._done:
             return None
+        deadline = self._deadline
+        stalled = False
+        if self._stall_s is not None:
+            stall_at = asyncio.get_running_loop().time() + self._stall_s
+            stalled = deadline is None or stall_at < deadline
+            deadline = stall_at if stalled else deadline
         try:
             while True:
                 try:
-                    async with asyncio.timeout_at(self._deadline):
+                    async with asyncio.timeout_at(deadline):
                         event = await self._events.__anext__()
                 except StopAsyncIteration:
                     await self.aclose()
@@ -86,6 +102,12 @@ class ChunkStream:
             ) from exc
         except TimeoutError as exc:
             await self.aclose()
+            if stalled:
+                raise StreamInterrupted(
+                    f"{self._url} sent no data for {self._stall_s:g} s (stall_timeout); check "
+                    "the server, or raise stall_timeout",
+                    url=self._url,
+                ) from exc
             raise BackendError(
                 f"{self._url} did not finish within the total timeout; raise total_timeout or "
                 "lower max_tokens",

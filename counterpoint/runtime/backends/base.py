@@ -1,10 +1,20 @@
 """The Model / Decoder seam.
 
-A :class:`Model` opens a generation on a rendered prompt and returns a :class:`Decoder`; the decoder
-produces one :class:`Token` per :meth:`Decoder.step` and can have text appended to its context with
-:meth:`Decoder.extend` (how interrupts reach the model). All methods are coroutines: backends run
-their forward passes or network requests off the event loop so tools and other sessions keep
-running.
+Data crosses it as data, never as text to be parsed back:
+
+- :meth:`Model.start` takes chat messages and the tools' specs; rendering them (a chat template
+  and the CML protocol, or a server's native ``tools``) is the backend's job. A local backend also
+  accepts an already rendered :class:`Prompt`; a backend that cannot represent what it is given
+  raises a :class:`~counterpoint.errors.ConfigError` that says why, never falls back silently.
+- :meth:`Decoder.step` produces one :class:`Token`; a native tool call comes out as a token whose
+  :attr:`Token.call` is the structured call (and whose text is empty).
+- :meth:`Decoder.inject` takes call results and user messages as data: a CML backend writes them
+  as ``[INTR]`` blocks with their text neutralised (:mod:`counterpoint.protocol.escape`), a chat
+  server gets ``role: "tool"`` and ``role: "user"`` messages. :meth:`Decoder.extend` appends plain
+  text to the context as it is.
+
+All methods are coroutines: backends run their forward passes or network requests off the event
+loop so tools and other sessions keep running.
 
 Prompts are kept as a list of :class:`Segment` objects so that KV reuse can key cached state on the
 shared parts (DESIGN.md, "KV reuse across agents").
@@ -17,6 +27,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from counterpoint.core.bus import RunScope
+from counterpoint.core.calls import Call, Interrupt, ToolSpec
 
 __all__ = [
     "Decoder",
@@ -74,11 +87,18 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Token:
-    """One generated token: its id in the model's vocabulary (-1 where unknown) and its text."""
+    """One generated token: its id in the model's vocabulary (-1 where unknown) and its text.
+
+    ``call`` is set when the backend's model called a tool natively: the token then stands for
+    the whole call, and its ``text`` is empty. ``call_error`` says why such a call cannot be run
+    (its arguments are not a readable JSON object); the session tells the model.
+    """
 
     id: int
     text: str
     logprob: float | None = field(default=None, compare=False)
+    call: Call | None = None
+    call_error: str | None = None
 
 
 class SamplingParams(BaseModel):
@@ -114,8 +134,17 @@ class Decoder(Protocol):
         """Generate one token; ``None`` at end of stream (EOS, a stop string, or max tokens)."""
         ...
 
+    async def inject(self, items: Sequence[Interrupt]) -> None:
+        """Append call results and user messages to the context, all at once.
+
+        A CML backend writes each as ``[INTR] id [HEAD] text [END]`` (``user`` for a user
+        message) with the text neutralised; a chat backend sends them as tool and user messages.
+        Like :meth:`extend`, it re-opens a decoder that stopped.
+        """
+        ...
+
     async def extend(self, text: str) -> None:
-        """Append ``text`` to the context (prefill it). Generation continues after it.
+        """Append plain ``text`` to the context (prefill it). Generation continues after it.
 
         Extending also re-opens a decoder that stopped at end of sequence or at a stop string (the
         end-of-sequence token itself is not part of the context, so the same assistant turn goes
@@ -140,19 +169,26 @@ class Decoder(Protocol):
 
 @runtime_checkable
 class Model(Protocol):
-    """A model backend: renders chat messages and opens generations."""
+    """A model backend: opens generations on chat messages and tool specs."""
 
     @property
     def name(self) -> str:
         """A stable name for traces and reports (a path, a hub id, ``scripted``...)."""
         ...
 
-    def render(self, messages: Sequence[Message]) -> Prompt:
-        """Render chat messages with the model's chat template, ready for the assistant's turn."""
-        ...
-
     async def start(
-        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+        self,
+        context: Sequence[Message] | Prompt,
+        params: SamplingParams | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        async_results: bool = False,
+        scope: RunScope | None = None,
     ) -> Decoder:
-        """Open a generation on ``context`` (messages are rendered first)."""
+        """Open a generation on ``context`` with ``tools`` available to the model.
+
+        ``async_results``: results will be injected while the model is still writing (the
+        ``async`` mode), so a backend whose native tool calls cannot take that uses CML instead.
+        ``scope``: the run this generation serves, for backends that publish events of their own.
+        """
         ...

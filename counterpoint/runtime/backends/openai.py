@@ -6,11 +6,13 @@ Two ways to generate, chosen per :meth:`OpenAIModel.start`:
   ChatML rendering of the messages), the model writes CML calls as text, and every
   ``extend`` restarts the request with the interrupt appended (AsyncLM's Async-Naive).
 * **Chat + native tool calls** (``/v1/chat/completions`` with ``tools``), for the ``sync`` and
-  ``parallel`` modes: the server's own chat template and tool-call format are used, and the
-  decoder translates native tool calls to CML text and ``[INTR]`` results back to tool messages.
+  ``parallel`` modes: the server's own chat template and tool-call format are used; native tool
+  calls reach the session as structured calls and results go back as ``role: "tool"`` messages.
 
-``start`` uses chat when the model has tools and ``native_tools`` is on and the context is
-messages (or a prompt this model rendered from messages); otherwise raw completions.
+``start`` uses chat when there are tools, ``native_tools`` is on and results are not injected
+mid-stream (``async_results=False``); then the context must be messages (a rendered
+:class:`Prompt` is a :class:`~counterpoint.errors.ConfigError`, never a silent switch to raw
+completions). Otherwise raw completions, with the protocol and the tools in the system message.
 ``start_chat`` and ``start_completion`` choose explicitly.
 
 One pooled :class:`httpx.AsyncClient` (keep-alive) serves every generation; close it with
@@ -27,14 +29,16 @@ servers need none).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from counterpoint.core.bus import RunScope
+from counterpoint.core.calls import ToolSpec
 from counterpoint.errors import ConfigError, ProtocolError
+from counterpoint.runtime.backends._cml_messages import cml_messages
 from counterpoint.runtime.backends._http import BackendError, RetryPolicy
 from counterpoint.runtime.backends._http_cml import normalize_tools, render_chatml
 from counterpoint.runtime.backends._http_decoders import OpenAIChatDecoder, OpenAICompletionDecoder
@@ -51,13 +55,11 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-"""Connect within 5 s; at most 60 s between two reads (or for a write / a pooled connection)."""
+DEFAULT_TIMEOUT = httpx.Timeout(25.0, connect=5.0)
+"""Connect within 5 s; at most 25 s between two reads (or for a write / a pooled connection).
 
-_CHATML_MESSAGE = re.compile(
-    r"<\|im_start\|>(system|user|assistant|tool)\n(.*?)<\|im_end\|>\n", re.DOTALL
-)
-_CHATML_OPEN = "<|im_start|>assistant\n"
+A server that accepts a request and stays silent is given up on after the read timeout, without
+retrying (retries would only multiply the wait)."""
 
 
 def _env(*names: str) -> str | None:
@@ -68,19 +70,17 @@ def _env(*names: str) -> str | None:
     return None
 
 
-def _parse_chatml(text: str) -> list[Message] | None:
-    """The messages a ChatML prompt from :func:`render_chatml` was rendered from, if it is one."""
-    if not text.endswith(_CHATML_OPEN):
-        return None
-    body = text[: -len(_CHATML_OPEN)]
-    messages: list[Message] = []
-    position = 0
-    for match in _CHATML_MESSAGE.finditer(body):
-        if match.start() != position:
-            return None
-        messages.append(Message(role=match.group(1), content=match.group(2)))  # type: ignore[arg-type]
-        position = match.end()
-    return messages if position == len(body) and messages else None
+def _spec(entry: Mapping[str, Any]) -> ToolSpec:
+    """A ToolSpec from a normalised OpenAI tool entry."""
+    function = entry["function"]
+    name = str(function.get("name", ""))
+    description = str(function.get("description") or "")
+    return ToolSpec(
+        name=name,
+        description=description,
+        parameters=function.get("parameters") or {"type": "object", "properties": {}},
+        signature=f"{name}(...) - {description}" if description else f"{name}(...)",
+    )
 
 
 def _message_dict(message: Message) -> dict[str, Any]:
@@ -104,6 +104,8 @@ class OpenAIModel:
         tool_choice: sent with tools (``"auto"``, ``"required"``, or a named function).
         timeout: httpx timeouts (connect, read, write, pool), or one number for all of them.
         total_timeout: bound in seconds on one request, from sending it to its last chunk.
+        stall_timeout: bound in seconds on the wait for each data chunk of a stream (a server
+            that only sends keep-alives is given up on), or None.
         max_retries: retries of a transient failure (0 disables them).
         client: an :class:`httpx.AsyncClient` to use instead of a private one (not closed by us).
         headers: extra headers for every request.
@@ -121,6 +123,7 @@ class OpenAIModel:
         tool_choice: str | Mapping[str, Any] | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         total_timeout: float | None = 600.0,
+        stall_timeout: float | None = 30.0,
         max_retries: int = 2,
         client: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
@@ -158,6 +161,7 @@ class OpenAIModel:
             headers=request_headers,
             retry=RetryPolicy(max_retries=max_retries),
             total_timeout_s=total_timeout,
+            stall_timeout_s=stall_timeout,
             extra_body=dict(extra_body or {}),
         )
 
@@ -182,22 +186,43 @@ class OpenAIModel:
         return copy
 
     def render(self, messages: Sequence[Message]) -> Prompt:
-        """ChatML text for raw completions (the server applies its own template for chat)."""
+        """ChatML text for raw completions (the server applies its own template for chat);
+        control tokens inside the messages are neutralised."""
         return render_chatml(messages)
 
     async def start(
-        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+        self,
+        context: Sequence[Message] | Prompt,
+        params: SamplingParams | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        async_results: bool = False,
+        scope: RunScope | None = None,
     ) -> OpenAIChatDecoder | OpenAICompletionDecoder:
-        """Open a generation: chat with native tools if configured, else raw completions.
+        """Open a generation: chat with native tool calls, or raw completions with CML.
 
-        The first request is sent before this returns, so an unreachable server or a rejected
-        request raises here (:class:`BackendError`).
+        ``tools`` (else the tools this model was built with) go to the server natively when
+        ``native_tools`` is on and ``async_results`` is off; otherwise they are described in the
+        system message for CML. The first request is sent before this returns, so an unreachable
+        server or a rejected request raises here (:class:`BackendError`).
         """
-        if self.native_tools and self.tools:
-            messages = _parse_chatml(context.text) if isinstance(context, Prompt) else list(context)
-            if messages is not None:
-                return await self.start_chat(messages, params)
-        return await self.start_completion(context, params)
+        entries = [t.openai() for t in tools] if tools else self.tools
+        if self.native_tools and entries and not async_results:
+            if isinstance(context, Prompt):
+                raise ConfigError(
+                    "a rendered Prompt cannot be sent with native tool calls (chat completions "
+                    "take messages): pass chat messages, or use async mode for raw completions"
+                )
+            return await self.start_chat(context, params, tools=entries)
+        if isinstance(context, Prompt):
+            if tools:
+                raise ConfigError(
+                    "a rendered Prompt cannot take tools: pass chat messages and the backend "
+                    "renders the protocol and the tools"
+                )
+            return await self.start_completion(context, params)
+        specs = tuple(tools) or tuple(_spec(entry) for entry in self.tools)
+        return await self.start_completion(cml_messages(context, specs), params)
 
     async def start_chat(
         self,

@@ -10,8 +10,10 @@ Token bookkeeping is lazy: a sampled token is not fed to the model until the nex
 it is prefilled together with the text of the next :meth:`extend`. The end-of-sequence token is
 never fed, so extending after EOS continues the same assistant turn.
 
-:meth:`TransformersModel.replay` gives a :class:`ReplayModel` whose decoders run the same real
-forward passes but emit the tokens of a fixed script (teacher forcing), for latency benchmarks.
+:meth:`TransformersModel.start` renders chat messages with the model's chat template, with the CML
+protocol and the tools in the system message; :meth:`TransformersDecoder.inject` writes results
+as neutralised ``[INTR]`` blocks. Teacher-forced replay for benchmarks lives in
+:mod:`counterpoint.testing.replay`.
 
 Example::
 
@@ -36,8 +38,12 @@ from typing import Any, TypeVar
 import torch
 from transformers import DynamicCache
 
+from counterpoint.core.bus import RunScope
+from counterpoint.core.calls import Interrupt, ToolSpec
 from counterpoint.errors import ConfigError, CounterpointError
+from counterpoint.protocol.cml import format_interrupts
 from counterpoint.runtime.backends import _loading
+from counterpoint.runtime.backends._cml_messages import cml_messages
 from counterpoint.runtime.backends._detok import IncrementalDetokenizer
 from counterpoint.runtime.backends._sampling import (
     BanTable,
@@ -49,10 +55,9 @@ from counterpoint.runtime.backends._sampling import (
 from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams, Segment, Token
 
 __all__ = [
-    "ReplayDecoder",
-    "ReplayModel",
     "TransformersDecoder",
     "TransformersModel",
+    "cache_argument",
 ]
 
 _T = TypeVar("_T")
@@ -91,6 +96,8 @@ class TransformersModel:
         self._ban_tables: dict[tuple[str, ...], BanTable] = {}
         self._tables_lock = threading.Lock()
         self._encode_lock = threading.Lock()
+        self._specials = tuple(getattr(tokenizer, "all_special_tokens", ()) or ())
+        self._cache_arg = cache_argument(model)
 
     # ----------------------------------------------------------------------------- construction
 
@@ -226,11 +233,41 @@ class TransformersModel:
 
     # ----------------------------------------------------------------------------- generations
 
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """The tokenizer's control-token strings (neutralised in everything injected)."""
+        return self._specials
+
+    def render_for(
+        self, context: Sequence[Message] | Prompt, tools: Sequence[ToolSpec] = ()
+    ) -> Prompt:
+        """The prompt :meth:`start` prefills: messages rendered with the protocol and ``tools``.
+
+        A :class:`Prompt` is taken as already rendered; it cannot take ``tools`` as well.
+        """
+        if isinstance(context, Prompt):
+            if tools:
+                raise ConfigError(
+                    "a rendered Prompt cannot take tools: pass chat messages and the backend "
+                    "renders the protocol and the tools, or render them into the Prompt yourself"
+                )
+            return context
+        return self.render(cml_messages(context, tools, self._specials))
+
     async def start(
-        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+        self,
+        context: Sequence[Message] | Prompt,
+        params: SamplingParams | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        async_results: bool = False,
+        scope: RunScope | None = None,
     ) -> TransformersDecoder:
-        """Open a generation: render ``context`` if it is messages, then prefill it."""
-        prompt = context if isinstance(context, Prompt) else self.render(context)
+        """Open a generation: render ``context`` (with the CML protocol and ``tools``), prefill it.
+
+        Call blocks are CML text whatever the mode, so ``async_results`` changes nothing here.
+        """
+        prompt = self.render_for(context, tools)
         return await self._open(TransformersDecoder, prompt.text, None, params)
 
     async def start_tokens(
@@ -257,10 +294,6 @@ class TransformersModel:
         they never race the decoders' passes.
         """
         return await self._run(job)
-
-    def replay(self, script: str) -> ReplayModel:
-        """A model whose decoders run real forward passes but emit the tokens of ``script``."""
-        return ReplayModel(self, script)
 
     async def _open(
         self,
@@ -367,6 +400,11 @@ class TransformersDecoder:
                 return None
             return await self._owner._run(self._step_sync)
 
+    async def inject(self, items: Sequence[Interrupt]) -> None:
+        """Prefill results and user messages as neutralised CML interrupts."""
+        if items:
+            await self.extend(format_interrupts(items, self._owner.special_tokens))
+
     async def extend(self, text: str, *, special_tokens: bool = False) -> None:
         """Prefill ``text`` (plus the pending sampled token) and re-open a stopped generation.
 
@@ -468,13 +506,12 @@ class TransformersDecoder:
         cache = self._cache
         if cache is None:
             raise CounterpointError("this decoder is closed: open a new one with model.start()")
-        extra = {"logits_to_keep": keep} if self._owner._keep_arg else {}
+        extra: dict[str, Any] = {"logits_to_keep": keep} if self._owner._keep_arg else {}
         input_ids = torch.tensor([ids], dtype=torch.long)
         try:
             with torch.inference_mode():
-                out = self._owner._model(
-                    input_ids=input_ids, past_key_values=cache, use_cache=True, **extra
-                )
+                extra[self._owner._cache_arg] = cache
+                out = self._owner._model(input_ids=input_ids, use_cache=True, **extra)
         except BaseException:
             _truncate(cache, len(self._ids))  # undo a partial update; the decoder stays usable
             raise
@@ -588,76 +625,11 @@ class TransformersDecoder:
         self.prefill_s_total += seconds
 
 
-class ReplayModel:
-    """Teacher-forced replay of a fixed script on a real :class:`TransformersModel`.
-
-    Its decoders run a real forward pass for every step and a real prefill for every extension,
-    but emit the next token of the tokenized ``script`` instead of a sampled one. A decoder's
-    stream ends when the script is exhausted (an EOS token in the script ends it early; extending
-    resumes after it). Extensions do not consume the script. Every decoder replays from the start.
-    """
-
-    def __init__(self, base: TransformersModel, script: str) -> None:
-        self._base = base
-        self._script = script
-        self._script_ids = tuple(base.encode(script, special_tokens=True))
-
-    @property
-    def name(self) -> str:
-        """The base model's name, marked as a replay."""
-        return f"{self._base.name} (replay)"
-
-    @property
-    def base(self) -> TransformersModel:
-        """The real model the forward passes run on."""
-        return self._base
-
-    @property
-    def script_ids(self) -> tuple[int, ...]:
-        """The script's token ids, in the order they are emitted."""
-        return self._script_ids
-
-    def render(self, messages: Sequence[Message]) -> Prompt:
-        """Render with the base model's chat template."""
-        return self._base.render(messages)
-
-    async def start(
-        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
-    ) -> ReplayDecoder:
-        """Open a replay generation on ``context``."""
-        prompt = context if isinstance(context, Prompt) else self._base.render(context)
-        return await self._base._open(
-            ReplayDecoder, prompt.text, None, params, script_ids=self._script_ids
-        )
-
-
-class ReplayDecoder(TransformersDecoder):
-    """A decoder that emits a script's tokens while paying for the real forward passes."""
-
-    def __init__(
-        self,
-        owner: TransformersModel,
-        params: SamplingParams,
-        started: float,
-        *,
-        script_ids: Sequence[int],
-    ) -> None:
-        super().__init__(owner, params.model_copy(update={"banned": ()}), started)
-        self._script_ids = tuple(script_ids)
-        self._position = 0
-
-    @property
-    def remaining(self) -> int:
-        """Script tokens not yet emitted."""
-        return len(self._script_ids) - self._position
-
-    def _exhausted(self) -> bool:
-        return self._position >= len(self._script_ids)
-
-    def _pick(self, logits: torch.Tensor) -> Choice:
-        token_id = self._script_ids[self._position]
-        self._position += 1
-        return Choice(token_id, float("nan"))
+def cache_argument(model: Any) -> str:
+    """The keyword a model's ``forward`` takes its KV cache by (``cache`` in transformers 5.x,
+    ``past_key_values`` before), so no deprecation warning reaches users."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _truncate(cache: DynamicCache, length: int) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from counterpoint.runtime.backends.transformers import cache_argument
+
 __all__ = ["Fidelity", "compare_logits", "forward_logits"]
 
 
@@ -86,9 +88,9 @@ def forward_logits(
     with torch.inference_mode():
         out = hf_model(
             input_ids=torch.tensor([list(ids)], dtype=torch.long),
-            past_key_values=past,
             use_cache=True,
             logits_to_keep=keep,
+            **{cache_argument(hf_model): past},
         )
     logits: torch.Tensor = out.logits[0, -keep:].float()
     return logits

@@ -11,12 +11,14 @@ prompt includes them; other shared content is declared with :meth:`KVReuseModel.
 
 Each call reports a :class:`~counterpoint.runtime.kv.policy.KVCallStats`: in
 :attr:`KVReuseModel.calls`, to the ``on_call`` callback, on :attr:`KVReuseDecoder.stats`, and as
-a ``kv_reuse`` trace span when the model has a tracer and the session tells the decoder its run.
+a :class:`~counterpoint.core.events.KVReuse` event on the run's bus (the session passes its
+:class:`~counterpoint.core.bus.RunScope` to ``start``; the tracer stores it as a ``kv_reuse``
+span).
 
 Example::
 
     base = TransformersModel.load()
-    model = KVReuseModel(base, "anchors", tracer=tracer)
+    model = KVReuseModel(base, "anchors")
     model.share("user:q1", question)
     planner = Agent("planner", "...", model=model, tracer=tracer)
     plan = await planner.run(question)
@@ -34,7 +36,12 @@ from typing import Any
 
 import torch
 
+from counterpoint.core.bus import RunScope
+from counterpoint.core.calls import Interrupt, ToolSpec
+from counterpoint.core.events import KVReuse
 from counterpoint.errors import ConfigError
+from counterpoint.protocol.cml import format_interrupts
+from counterpoint.runtime.backends._cml_messages import cml_messages
 from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams, Token
 from counterpoint.runtime.backends.transformers import TransformersDecoder, TransformersModel
 from counterpoint.runtime.kv._engine import Engine, Plan
@@ -43,8 +50,6 @@ from counterpoint.runtime.kv.builder import Content, mark_contents
 from counterpoint.runtime.kv.policy import POLICIES, KVCallStats, KVReuseConfig, Policy
 from counterpoint.runtime.kv.prefix_cache import PrefixCache
 from counterpoint.runtime.kv.segments import SegmentEntry, SegmentStore
-from counterpoint.runtime.tracing.models import SpanKind
-from counterpoint.runtime.tracing.tracer import Tracer
 
 __all__ = ["KVReuseDecoder", "KVReuseModel"]
 
@@ -58,7 +63,6 @@ class KVReuseModel:
         base: the local model every forward pass runs on.
         policy: ``dense``, ``prefix``, ``shift`` or ``anchors`` (default).
         config: budgets, anchor settings, fidelity sampling.
-        tracer: where each call's ``kv_reuse`` span goes (the session must bind the run).
         on_call: called with each call's stats when its decoder closes.
     """
 
@@ -68,7 +72,6 @@ class KVReuseModel:
         policy: Policy = "anchors",
         *,
         config: KVReuseConfig | None = None,
-        tracer: Tracer | None = None,
         on_call: Callable[[KVCallStats], None] | None = None,
     ) -> None:
         if policy not in POLICIES:
@@ -78,7 +81,6 @@ class KVReuseModel:
         self._policy: Policy = policy
         self.config = config or KVReuseConfig()
         self._engine = Engine(base, policy, self.config)
-        self._tracer = tracer
         self._on_call = on_call
         self.calls: collections.deque[KVCallStats] = collections.deque(maxlen=self.config.history)
         """Stats of the most recent calls, oldest first."""
@@ -113,11 +115,24 @@ class KVReuseModel:
         ]
 
     async def start(
-        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+        self,
+        context: Sequence[Message] | Prompt,
+        params: SamplingParams | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        async_results: bool = False,
+        scope: RunScope | None = None,
     ) -> KVReuseDecoder:
-        """Plan ``context`` under the policy, assemble its cache, and start generating."""
+        """Plan ``context`` under the policy, assemble its cache, and start generating.
+
+        Messages are rendered with the protocol and ``tools`` (see :meth:`render`); the call's
+        stats go on ``scope``'s bus as a ``kv_reuse`` event when the decoder closes.
+        """
         started = time.perf_counter()
-        prompt = context if isinstance(context, Prompt) else self.render(context)
+        if isinstance(context, Prompt):
+            prompt = self._base.render_for(context, tools)
+        else:
+            prompt = self.render(cml_messages(context, tools, self._base.special_tokens))
         engine = self._engine
         plan = await self._base.run_in_worker(lambda: engine.prepare(prompt))
         inner = await self._base.start_tokens(plan.ids, params, cache=plan.cache)
@@ -137,7 +152,7 @@ class KVReuseModel:
             prepare_s=plan.prepare_s,
             contents=plan.contents,
         )
-        decoder = KVReuseDecoder(self, inner, plan, stats, started)
+        decoder = KVReuseDecoder(self, inner, plan, stats, started, scope)
         if plan.mode == "reuse":
             self._reuse_calls += 1
             every = self.config.fidelity_every
@@ -239,15 +254,20 @@ class KVReuseModel:
         try:
             if self._on_call is not None:
                 self._on_call(stats)
-            if self._tracer is not None and decoder.run_id is not None:
-                start_s = decoder.started - decoder.run_t0
-                self._tracer.span(
-                    decoder.run_id,
-                    SpanKind.KV_REUSE,
-                    f"kv_reuse {self._policy}",
-                    start_s,
-                    start_s + stats.ttft_s,
-                    attributes=stats.attributes(),
+            scope = decoder.scope
+            if scope is not None:
+                scope.bus.publish(
+                    KVReuse(
+                        run_id=scope.run_id,
+                        t=scope.at(decoder.started),
+                        policy=self._policy,
+                        mode="reuse" if stats.reused else "dense",
+                        prompt_tokens=stats.prompt_tokens,
+                        reused_tokens=stats.reused_tokens,
+                        computed_tokens=stats.computed_tokens,
+                        ttft_s=stats.ttft_s,
+                        attributes=stats.attributes(),
+                    )
                 )
         except Exception:
             _log.exception("reporting a KV-reuse call failed")
@@ -263,6 +283,7 @@ class KVReuseDecoder:
         plan: Plan,
         stats: KVCallStats,
         started: float,
+        scope: RunScope | None = None,
     ) -> None:
         self._owner = owner
         self.inner = inner
@@ -273,8 +294,8 @@ class KVReuseDecoder:
         """What this call did with KV reuse (complete once closed)."""
         self.started = started
         """``time.perf_counter()`` when :meth:`KVReuseModel.start` was called."""
-        self.run_id: str | None = None
-        self.run_t0 = started
+        self.scope = scope
+        """The run this generation serves (its bus gets the ``kv_reuse`` event)."""
         self.answer_start = len(plan.ids)
         """Context position where the current answer starts (after the last extension)."""
         self.first_answer_ids: list[int] | None = None
@@ -284,16 +305,16 @@ class KVReuseDecoder:
         """True if closing also measures fidelity against a dense prefill."""
         self._closed = False
 
-    def bind_run(self, run_id: str, t0: float) -> None:
-        """Tell the decoder which run it serves (``t0``: the run's ``perf_counter`` origin)."""
-        self.run_id = run_id
-        self.run_t0 = t0
-
     # ----------------------------------------------------------------------------- the seam
 
     async def step(self) -> Token | None:
         """Generate one token."""
         return await self.inner.step()
+
+    async def inject(self, items: Sequence[Interrupt]) -> None:
+        """Append results and user messages as neutralised CML interrupts."""
+        if items:
+            await self.extend(format_interrupts(items, self._owner.base.special_tokens))
 
     async def extend(self, text: str) -> None:
         """Append ``text`` to the context; the answer published at close starts after it."""

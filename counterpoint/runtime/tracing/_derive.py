@@ -25,19 +25,20 @@ import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from counterpoint.runtime.events import (
+from counterpoint.core.events import (
+    BaseEvent,
     CallFinished,
     CallProgress,
     CallStarted,
     Done,
-    Event,
     InterruptInjected,
+    KVReuse,
     RunStarted,
     TokenEvent,
     TrapEvent,
@@ -195,11 +196,6 @@ class SpanDeriver:
         self._finished_spans: list[str] = []
         self._finished_runs: list[str] = []
 
-    @property
-    def open_runs(self) -> int:
-        """Runs started and not yet done."""
-        return len(self._runs)
-
     # -- output --------------------------------------------------------------------------------
 
     def take(self) -> Changes:
@@ -251,11 +247,7 @@ class SpanDeriver:
 
     # -- events --------------------------------------------------------------------------------
 
-    def apply_all(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.apply(event)
-
-    def apply(self, event: Event, tally: TokenTally | None = None) -> None:
+    def apply(self, event: BaseEvent, tally: TokenTally | None = None) -> None:
         """Fold one event into the state and the pending rows.
 
         ``tally``: with a ``Done``, the run's token events counted upstream (the tracer queues only
@@ -287,6 +279,42 @@ class SpanDeriver:
             if tally is not None:
                 run.tokens = max(run.tokens, tally.count)
             self._done(run, event)
+        elif isinstance(event, KVReuse):
+            self._kv_reuse(run, event)
+        else:  # call_written, protocol_error, user_interrupt, and kinds of other packages
+            self._point(run, event)
+
+    def _kv_reuse(self, run: _OpenRun, ev: KVReuse) -> None:
+        span = span_row(
+            run_id=ev.run_id,
+            kind=SpanKind.KV_REUSE,
+            name=f"kv_reuse {ev.policy}",
+            start_s=ev.t,
+            end_s=ev.t + ev.ttft_s,
+            status=SpanStatus.OK,
+            parent_id=self._parent(run),
+            attributes=jsonable(ev.attributes),
+        )
+        self._touch_span(span, run.origin)
+
+    def _point(self, run: _OpenRun, ev: BaseEvent) -> None:
+        """An event that is a moment, not an interval: a zero-length ``event`` span holding the
+        event's own fields, so a UI can read it back (``parse_event`` on the attributes)."""
+        payload = jsonable(ev.model_dump(mode="json"))
+        for key, value in payload.items():
+            if isinstance(value, str):
+                payload[key] = _clip(value)
+        span = span_row(
+            run_id=ev.run_id,
+            kind=SpanKind.EVENT,
+            name=ev.kind,
+            start_s=ev.t,
+            end_s=ev.t,
+            status=SpanStatus.OK,
+            parent_id=self._parent(run),
+            attributes={"counterpoint.event": payload},
+        )
+        self._touch_span(span, run.origin)
 
     def _start(self, ev: RunStarted) -> None:
         row = run_row(
@@ -309,7 +337,7 @@ class SpanDeriver:
         self._remember(ev.run_id, ev.wall_time)
         self._touch_run(run)
 
-    def _implicit(self, ev: Event) -> _OpenRun:
+    def _implicit(self, ev: BaseEvent) -> _OpenRun:
         row = run_row(
             id=ev.run_id,
             name="(unknown)",

@@ -5,20 +5,26 @@ Why not Alembic: Alembic is built for server databases upgraded by an operator w
 file is a local file that a library opens on its own, possibly from several processes at the same
 moment (an agent writing, ``counterpoint traces`` reading, an eval writing results); it must
 upgrade itself on open, atomically, with nothing to install or configure. SQLite's DDL is
-transactional, so a numbered list of SQL steps applied inside one ``BEGIN IMMEDIATE`` transaction
-is enough: the first process to open an old file upgrades it, the others wait on the lock and then
-see the new version, and a step that fails leaves the file exactly as it was. (Alembic would also
-need its "batch mode" to emulate most ``ALTER TABLE`` forms on SQLite; hand-written steps face the
-same limits openly.)
+transactional, so a numbered list of SQL steps is enough: :func:`migrate` applies the steps a file
+lacks in one transaction, which :class:`~counterpoint.runtime.tracing.store.TraceStore` opens with
+``BEGIN IMMEDIATE`` (it takes the write lock first, and reads the file's version inside it). So the
+first process to open an old file upgrades it, the others wait on the lock (up to the store's busy
+timeout) and then find nothing left to apply, and a step that fails rolls every step back.
+(Alembic would also need its "batch mode" to emulate most ``ALTER TABLE`` forms on SQLite;
+hand-written steps face the same limits openly.)
 
 The DDL of every version is written out below rather than generated from the models, so that an old
-step never changes when a model does; ``tests/runtime/tracing/test_migrations.py`` checks that
-applying every step yields exactly the schema of :mod:`counterpoint.runtime.tracing.models`.
+step never changes when a model does; ``tests/runtime/tracing/test_store.py`` checks that applying
+every step yields exactly the schema that :mod:`counterpoint.runtime.tracing.models` declares.
 
 Identity: a file is counterpoint's if its header's ``application_id`` (a field SQLite reserves for
-this purpose) is :data:`APPLICATION_ID`. ``schema_version`` records each step applied and when.
-A file that is not SQLite, is damaged, belongs to another application or was written by a newer
-counterpoint is refused with a :class:`TraceStoreError` before anything is written to it.
+this purpose) is :data:`APPLICATION_ID`; :func:`migrate` sets it. A file that does not exist yet,
+an empty file and an empty SQLite database (no tables, no application id) are version 0 and
+become traces files. ``schema_version`` records each step applied and when. :func:`check_file`
+refuses, with a :class:`TraceStoreError` and before anything is written to the file, a directory,
+a file that is not SQLite, an SQLite database of another application, a traces file without its
+``schema_version`` table or that SQLite's ``quick_check`` finds damaged, and one written by a
+newer counterpoint.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ _STATUS_STYLE = {
     "unfinished": "yellow",
     "incomplete": "magenta",
     "cancelled": "magenta",
+    "interrupted": "magenta",
     "limit": "magenta",
 }
 

@@ -55,19 +55,26 @@ class SpanKind(StrEnum):
     """A prompt segment served from another agent's KV cache (written by the KV reuse layer)."""
     EVAL_CASE = "eval_case"
     """One eval case (written by the eval runner)."""
+    EVENT = "event"
+    """A moment of a run (a call written, a protocol error, a user interrupt, or an event kind
+    of another package): zero length, named by the event's kind, its fields under the
+    ``counterpoint.event`` attribute."""
 
 
 class RunStatus(StrEnum):
     """A run's status: the ``Done`` event's status, or one of the tracer's own."""
 
     RUNNING = "running"
-    """Started, not done (or the process died: a killed process leaves its runs ``running``)."""
+    """Started, not done; or its process died and the file has not been opened since."""
     OK = "ok"
     ERROR = "error"
     CANCELLED = "cancelled"
     LIMIT = "limit"
     INCOMPLETE = "incomplete"
     """The tracer was closed before the run's ``Done`` event arrived."""
+    INTERRUPTED = "interrupted"
+    """The process recording it died (killed, crashed) before its ``Done``: set when the file is
+    next opened on the same host (``TraceStore.recover_interrupted``)."""
 
 
 class SpanStatus(StrEnum):

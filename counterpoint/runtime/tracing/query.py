@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 from sqlmodel import col, select
 
 from counterpoint.runtime.tracing.errors import AmbiguousRunError, UnknownRunError
@@ -48,6 +48,7 @@ __all__ = [
     "percentile",
     "span_tree",
     "spans_of",
+    "starts_with",
     "tool_stats",
 ]
 
@@ -151,6 +152,13 @@ def count_runs(store: TraceStore) -> dict[str, int]:
         return {status: int(n) for status, n in session.exec(stmt).all()}
 
 
+def starts_with(column: Any, prefix: str) -> ColumnElement[bool]:
+    """The SQL condition "``column`` starts with ``prefix``", every character of ``prefix`` taken
+    literally (``LIKE``'s wildcards ``%`` and ``_`` are escaped), for id-prefix lookups."""
+    condition: ColumnElement[bool] = col(column).startswith(prefix, autoescape=True)
+    return condition
+
+
 def get_run(store: TraceStore, run_id: str) -> RunRecord:
     """The run with this id, or the only run whose id starts with it."""
     if not run_id:
@@ -159,10 +167,9 @@ def get_run(store: TraceStore, run_id: str) -> RunRecord:
         exact = session.get(RunRecord, run_id)
         if exact is not None:
             return exact
-        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         stmt = (
             select(RunRecord)
-            .where(col(RunRecord.id).like(escaped + "%", escape="\\"))
+            .where(starts_with(RunRecord.id, run_id))
             .order_by(col(RunRecord.started_at).desc())
             .limit(6)
         )

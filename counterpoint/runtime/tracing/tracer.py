@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from counterpoint.runtime.events import Done, Event
+from counterpoint.core.events import BaseEvent, Done
 from counterpoint.runtime.tracing._derive import TokenTally, new_span_id, span_row
 from counterpoint.runtime.tracing._writer import (
     BackgroundWriter,
@@ -67,7 +67,7 @@ _RUN_CLOCKS = 10_000
 class Tracer(Protocol):
     """What the runtime needs of a tracer: an event sink that can also take direct spans."""
 
-    def emit(self, event: Event) -> None: ...
+    def emit(self, event: BaseEvent) -> None: ...
 
     def span(
         self,
@@ -122,8 +122,13 @@ class SQLiteTracer:
     ``path``: a file, ``":memory:"``, or None for ``$COUNTERPOINT_TRACES_DB`` or the default
     ``~/.local/share/counterpoint/traces.db``; or pass an opened ``store``. ``on_commit`` is called
     from the writer thread after each committed batch (keep it short; it must not call ``flush``).
-    ``max_queue`` bounds the queue (a full queue blocks ``emit``), ``max_batch`` bounds one
-    transaction, ``linger_s`` is how long the writer waits to fill a batch.
+    ``max_queue`` bounds the queue (a full queue blocks ``emit`` on threads other than the event
+    loop's), ``max_batch`` bounds one transaction, ``linger_s`` is how long the writer waits to
+    fill a batch. ``busy_timeout_s`` is how long one write waits for another connection's lock
+    (SQLite's busy timeout); a batch that still finds the file locked is kept and retried until
+    it commits, except at :meth:`close`, which gives up after ``close_timeout_s`` more seconds
+    (see ``_writer.py``). ``busy_timeout_s`` and ``synchronous`` apply only when the tracer
+    opens the store itself.
     """
 
     def __init__(
@@ -132,18 +137,25 @@ class SQLiteTracer:
         *,
         store: TraceStore | None = None,
         synchronous: Synchronous = "FULL",
+        busy_timeout_s: float = 10.0,
+        close_timeout_s: float = 60.0,
         max_queue: int = 10_000,
         max_batch: int = 5_000,
         linger_s: float = 0.05,
         on_commit: Callable[[CommitReport], None] | None = None,
     ) -> None:
         self._owns_store = store is None
-        self.store = store if store is not None else TraceStore(path, synchronous=synchronous)
+        self.store = (
+            store
+            if store is not None
+            else TraceStore(path, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
+        )
         self._writer = BackgroundWriter(
             self.store,
             max_queue=max_queue,
             max_batch=max_batch,
             linger_s=linger_s,
+            close_timeout_s=close_timeout_s,
             on_commit=on_commit,
         )
         self._closed = False
@@ -170,9 +182,19 @@ class SQLiteTracer:
         return self._writer.spans_committed
 
     @property
+    def overflowed(self) -> int:
+        """Events queued past ``max_queue`` because the event loop must not wait (none lost)."""
+        return self._writer.overflowed
+
+    @property
     def failed(self) -> int:
         """Events and records that could not be committed."""
         return self._writer.failed
+
+    @property
+    def retries(self) -> int:
+        """Tries of a batch that found the database locked by another connection (retried)."""
+        return self._writer.retries
 
     @property
     def closed(self) -> bool:
@@ -180,8 +202,9 @@ class SQLiteTracer:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def emit(self, event: Event) -> None:
-        """Queue one event (blocks only while the writer's queue is full).
+    def emit(self, event: BaseEvent) -> None:
+        """Queue one event. Never blocks an event loop: on the loop's thread a full queue takes
+        the event past its bound (see ``overflowed``); another thread waits for room.
 
         Token events are counted here, not queued: only a run's first one goes to the writer (it
         opens the generation span), the count travels with the run's ``Done``. The events of one
@@ -199,7 +222,9 @@ class SQLiteTracer:
             self._tallies[event.run_id] = TokenTally(1, event.t)
         elif kind == "done":
             assert isinstance(event, Done)
-            self._writer.put(DoneItem(event, self._tallies.pop(event.run_id, None)))
+            self._writer.put(
+                DoneItem(event, self._tallies.pop(event.run_id, None)), block=_may_block()
+            )
             return
         elif kind == "run_started":
             with self._clocks_lock:
@@ -207,7 +232,7 @@ class SQLiteTracer:
                 if len(self._clocks) > _RUN_CLOCKS:
                     self._clocks.popitem(last=False)
             self._tallies.pop(event.run_id, None)
-        self._writer.put(event)
+        self._writer.put(event, block=_may_block())
 
     def span(
         self,
@@ -333,7 +358,11 @@ class SQLiteTracer:
         await asyncio.to_thread(self.flush, timeout)
 
     def close(self) -> None:
-        """Commit everything, end runs still open as ``incomplete``, stop the writer. Idempotent."""
+        """Commit everything, end runs still open as ``incomplete``, stop the writer. Idempotent.
+
+        While another connection keeps the file locked, waits up to ``close_timeout_s`` (plus one
+        busy timeout) for it, then raises :class:`TraceWriteError` for what could not be written.
+        """
         with self._close_lock:
             if self._closed:
                 return
@@ -358,7 +387,7 @@ class SQLiteTracer:
 class NullTracer:
     """A tracer that records nothing."""
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: BaseEvent) -> None:
         pass
 
     def span(
@@ -398,6 +427,15 @@ class NullTracer:
 
     def close(self) -> None:
         pass
+
+
+def _may_block() -> bool:
+    """False on a thread running an event loop (a blocked put would freeze every run)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 _open_tracers: weakref.WeakSet[SQLiteTracer] = weakref.WeakSet()

@@ -11,17 +11,24 @@ from typing import Any
 import httpx
 import pytest
 
+from counterpoint.core.calls import Call, CallResult, UserInterrupt
 from counterpoint.errors import ConfigError, CounterpointError, ProtocolError
+from counterpoint.protocol.cml import CallBlock, CMLParser, format_interrupt
 from counterpoint.runtime.backends import _http
-from counterpoint.runtime.backends.base import Decoder, Message, Model, Prompt, SamplingParams
+from counterpoint.runtime.backends.base import (
+    Decoder,
+    Message,
+    Model,
+    Prompt,
+    SamplingParams,
+    Token,
+)
 from counterpoint.runtime.backends.openai import (
     BackendError,
     OpenAIChatDecoder,
     OpenAICompletionDecoder,
     OpenAIModel,
 )
-from counterpoint.runtime.callsyntax import parse_call
-from counterpoint.runtime.cml import CallBlock, CMLParser, format_interrupt
 from tests.runtime.backends._fault_server import FaultServer, Reply, completion_events
 from tests.runtime.backends._llama_server import LlamaServer
 
@@ -57,6 +64,21 @@ def call_blocks(text: str) -> list[CallBlock]:
     parser = CMLParser()
     events = [*parser.feed(text), *parser.finish()]
     return [e for e in events if isinstance(e, CallBlock)]
+
+
+async def drain_tokens(decoder: Decoder, limit: int = MAX_STEPS) -> list[Token]:
+    """Step until end of stream (bounded); the tokens themselves."""
+    tokens: list[Token] = []
+    for _ in range(limit):
+        token = await decoder.step()
+        if token is None:
+            return tokens
+        tokens.append(token)
+    raise AssertionError(f"no end of stream within {limit} steps")
+
+
+def result(call_id: str, text: str) -> CallResult:
+    return CallResult(call=Call(id=call_id, name="f"), ok=True, text=text)
 
 
 def free_port() -> int:
@@ -168,18 +190,17 @@ async def test_extend_restarts_on_the_whole_context(llama_openai_model: OpenAIMo
 @pytest.mark.model
 async def test_native_tool_call_round_trip(llama_openai_model: OpenAIModel) -> None:
     model = llama_openai_model.with_tools([WEATHER_TOOL], tool_choice=FORCE_WEATHER)
-    prompt = model.render([Message(role="user", content="What is the weather in Paris?")])
-    decoder = await model.start(prompt, SamplingParams(max_tokens=60))
-    assert isinstance(decoder, OpenAIChatDecoder)  # rendered messages + tools: native calls
-    text = "".join(await drain(decoder))
-    blocks = call_blocks(text)
-    assert blocks, f"no CML call in {text!r}"
-    call = parse_call(blocks[0].body)
-    assert call.name == "get_weather"
-    assert isinstance(call.arguments.get("city"), str)
+    messages = [Message(role="user", content="What is the weather in Paris?")]
+    decoder = await model.start(messages, SamplingParams(max_tokens=60))
+    assert isinstance(decoder, OpenAIChatDecoder)  # messages + tools: native calls
+    tokens = await drain_tokens(decoder)
+    calls = [t.call for t in tokens if t.call is not None]
+    assert calls, f"no native call in {[t.text for t in tokens]!r}"
+    assert calls[0].name == "get_weather"
+    assert isinstance(calls[0].arguments.get("city"), str)
     assert decoder.finish_reason in ("tool_calls", "stop")
 
-    await decoder.extend(format_interrupt(blocks[0].call_id, '{"temp_c": 17}'))
+    await decoder.inject([result(calls[0].id, '{"temp_c": 17}')])
     decoder.tool_choice = "none"  # let the model answer in text now
     await drain(decoder)
     assert len(decoder.restarts) == 1
@@ -269,6 +290,37 @@ async def test_429_honours_retry_after(backoff_delays: list[float]) -> None:
         decoder = await model.start_completion("x")
         assert await drain(decoder) == ["ok"]
     assert backoff_delays == [3.0, 0.25]
+
+
+async def test_cancelling_during_the_backoff_propagates_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waiting = asyncio.Event()
+
+    async def hang(delay: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()  # a backoff that would never end
+
+    monkeypatch.setattr(_http, "_sleep", hang)
+    async with (
+        FaultServer([Reply(503, "overloaded")]) as server,
+        OpenAIModel("m", base_url=server.base_url, max_retries=5) as model,
+    ):
+        task = asyncio.create_task(model.start_completion("x"))
+        await asyncio.wait_for(waiting.wait(), timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+    assert len(server.requests) == 1  # no retry after the cancellation
+
+
+def test_backoff_grows_exponentially_up_to_the_cap_with_bounded_jitter() -> None:
+    policy = _http.RetryPolicy(initial_delay_s=0.5, max_delay_s=3.0, jitter=0.25)
+    for attempt, base in enumerate([0.5, 1.0, 2.0, 3.0, 3.0]):
+        for _ in range(20):
+            assert base <= policy.delay(attempt) <= base + 0.25
+    exact = _http.RetryPolicy(initial_delay_s=0.5, jitter=0.0)
+    assert [exact.delay(n) for n in range(3)] == [0.5, 1.0, 2.0]
 
 
 async def test_429_that_persists_shows_the_server_message(backoff_delays: list[float]) -> None:
@@ -388,7 +440,7 @@ async def test_extend_closes_the_stream_and_sends_the_context() -> None:
     assert len(decoder.restarts) == 1
 
 
-async def test_native_calls_become_cml_and_results_become_tool_messages() -> None:
+async def test_native_calls_are_structured_and_results_become_tool_messages() -> None:
     first_turn = chat_events(
         [
             {"role": "assistant", "content": "Checking."},
@@ -406,19 +458,20 @@ async def test_native_calls_become_cml_and_results_become_tool_messages() -> Non
     ):
         decoder = await model.start([Message(role="user", content="Weather and time in Paris?")])
         assert isinstance(decoder, OpenAIChatDecoder)
-        texts = await drain(decoder)
-        assert texts[0] == "Checking."
-        blocks = call_blocks("".join(texts))
-        assert [(b.call_id, parse_call(b.body).name) for b in blocks] == [
+        tokens = await drain_tokens(decoder)
+        assert tokens[0].text == "Checking." and tokens[0].call is None
+        calls = [t.call for t in tokens if t.call is not None]
+        assert all(t.text == "" for t in tokens if t.call is not None)  # no CML text round trip
+        assert [(c.id, c.name) for c in calls] == [
             ("call_A", "get_weather"),
             ("call_B", "get_time"),
         ]
-        assert dict(parse_call(blocks[0].body).arguments) == {"city": "Paris"}
+        assert calls[0].arguments == {"city": "Paris"}
         # Sync mode: one result at a time; no request until every call of the turn is answered.
-        await decoder.extend(format_interrupt("call_A", "17 C"))
+        await decoder.inject([result("call_A", "17 C")])
         assert await decoder.step() is None
         assert len(server.requests) == 1
-        await decoder.extend(format_interrupt("call_B", "12:00") + "Be brief.")
+        await decoder.inject([result("call_B", "12:00"), UserInterrupt("Be brief.")])
         assert await drain(decoder) == ["17 C at noon."]
     body = server.requests[1].json()
     assert body["tools"] == [WEATHER_TOOL]
@@ -446,7 +499,7 @@ async def test_native_calls_become_cml_and_results_become_tool_messages() -> Non
     ]
 
 
-async def test_ids_reused_by_the_server_stay_unique_in_cml() -> None:
+async def test_ids_reused_by_the_server_stay_unique() -> None:
     turn = chat_events([tool_delta(0, id="call_0", name="get_weather", args="{}")], "tool_calls")
     replies = [Reply(events=turn), Reply(events=turn)]
     async with (
@@ -454,10 +507,10 @@ async def test_ids_reused_by_the_server_stay_unique_in_cml() -> None:
         OpenAIModel("m", base_url=server.base_url, tools=[WEATHER_TOOL]) as model,
     ):
         decoder = await model.start([Message(role="user", content="Go.")])
-        (first,) = call_blocks("".join(await drain(decoder)))
-        await decoder.extend(format_interrupt(first.call_id, "1"))
-        (second,) = call_blocks("".join(await drain(decoder)))
-    assert first.call_id == "call_0" and second.call_id != "call_0"
+        (first,) = [t.call for t in await drain_tokens(decoder) if t.call is not None]
+        await decoder.inject([result(first.id, "1")])
+        (second,) = [t.call for t in await drain_tokens(decoder) if t.call is not None]
+    assert first.id == "call_0" and second.id != "call_0"
     tool_message = server.requests[1].json()["messages"][-1]
     assert tool_message == {"role": "tool", "tool_call_id": "call_0", "content": "1"}
 
@@ -501,10 +554,8 @@ async def test_start_picks_the_endpoint(native: bool, path: str) -> None:
             "m", base_url=server.base_url, tools=[WEATHER_TOOL], native_tools=native
         ) as model,
     ):
-        prompt = model.render(
-            [Message(role="system", content="S"), Message(role="user", content="U")]
-        )
-        decoder = await model.start(prompt)
+        messages = [Message(role="system", content="S"), Message(role="user", content="U")]
+        decoder = await model.start(messages)
         assert await drain(decoder) == ["x"]
     assert server.requests[0].path == path
     body = server.requests[0].json()
@@ -513,15 +564,27 @@ async def test_start_picks_the_endpoint(native: bool, path: str) -> None:
             {"role": "system", "content": "S"},
             {"role": "user", "content": "U"},
         ]
-    else:
-        assert body["prompt"] == prompt.text
-    # An arbitrary prompt (not rendered from messages) always goes to raw completions.
+    else:  # CML: the protocol and the tools are rendered into the system message
+        assert body["prompt"].startswith("<|im_start|>system\nS\n\nYou can call functions.")
+        assert "get_weather" in body["prompt"]
+        assert body["prompt"].endswith("<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
+    # An arbitrary prompt with no tools goes to raw completions as it is.
     async with (
         FaultServer([Reply(events=completion_events(["y"]))]) as server,
-        OpenAIModel("m", base_url=server.base_url, tools=[WEATHER_TOOL]) as model,
+        OpenAIModel("m", base_url=server.base_url) as model,
     ):
         await drain(await model.start(Prompt.of("free text")))
     assert server.requests[0].path == "/v1/completions"
+    assert server.requests[0].json()["prompt"] == "free text"
+
+
+async def test_a_rendered_prompt_with_native_tools_is_an_error_not_a_silent_switch() -> None:
+    model = OpenAIModel("m", base_url="http://127.0.0.1:9/v1", tools=[WEATHER_TOOL])
+    try:
+        with pytest.raises(ConfigError, match="rendered Prompt"):
+            await model.start(Prompt.of("<|im_start|>user\nHi<|im_end|>\n"))
+    finally:
+        await model.aclose()
 
 
 async def test_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -159,7 +159,7 @@ async def test_shift_reuses_an_agents_output_and_traces_a_kv_reuse_span(
 ) -> None:
     with SQLiteTracer(tmp_path / "traces.db") as tracer:
         model = KVReuseModel(
-            base, "shift", tracer=tracer, config=KVReuseConfig(fidelity_every=1, fidelity_tokens=4)
+            base, "shift", config=KVReuseConfig(fidelity_every=1, fidelity_tokens=4)
         )
         limits = Limits(max_tokens=10)
         model.share("user:q", QUESTION)

@@ -10,7 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from counterpoint.errors import ConfigError
-from counterpoint.runtime.backends.transformers import TransformersModel
+from counterpoint.runtime.backends.transformers import TransformersModel, cache_argument
 from counterpoint.runtime.kv._kv import KVBlock
 from counterpoint.runtime.kv.rope import Rotary, rotate_half
 
@@ -64,9 +64,9 @@ def prefill(model: TransformersModel, ids: list[int], offset: int) -> KVBlock:
         hf(
             input_ids=torch.tensor([ids]),
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{cache_argument(hf): cache},
         )
     return KVBlock.from_cache(cache)
 

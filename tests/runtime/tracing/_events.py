@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from counterpoint.runtime.events import (
+from counterpoint.core.events import (
     CallFinished,
     CallProgress,
     CallStarted,

@@ -18,7 +18,7 @@ from counterpoint.runtime.tracing import TraceStore, query
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from counterpoint.runtime.events import (
+    from counterpoint.core.events import (
         CallFinished, CallStarted, Done, InterruptInjected, RunStarted, TokenEvent, Usage,
     )
     from counterpoint.runtime.tracing import SQLiteTracer
@@ -96,7 +96,7 @@ def test_events_are_committed_when_the_process_exits_normally(tmp_path: Path, cl
     script = textwrap.dedent(
         f"""
         import sys, time
-        from counterpoint.runtime.events import RunStarted, TokenEvent
+        from counterpoint.core.events import RunStarted, TokenEvent
         from counterpoint.runtime.tracing import SQLiteTracer
         tracer = SQLiteTracer(sys.argv[1], linger_s=60)  # would hold events for a minute
         tracer.emit(RunStarted(run_id="r", t=0.0, name="n", model="m", mode="sync", prompt="",

@@ -7,9 +7,11 @@ import math
 from collections.abc import Iterator
 
 import pytest
+from sqlmodel import select
 
 from counterpoint.runtime.tracing import (
     AmbiguousRunError,
+    RunRecord,
     SpanKind,
     SpanStatus,
     SQLiteTracer,
@@ -69,6 +71,19 @@ def test_get_run_by_id_or_unique_prefix(store: TraceStore) -> None:
         query.get_run(store, "%")  # LIKE wildcards are taken literally
     with pytest.raises(UnknownRunError):
         query.get_run(store, "")
+
+
+def test_prefix_lookup_takes_like_wildcards_literally(store: TraceStore) -> None:
+    # "abc_" would match abc-1 and abc-2 (ambiguous) if "_" were a wildcard; "x_z" would be xyz
+    for prefix in ("abc_", "x_z", "%", "%1", "ab%", "\\", "abc-1\\"):
+        with pytest.raises(UnknownRunError):
+            query.get_run(store, prefix)
+    assert query.get_run(store, "abc-2").id == "abc-2"
+    with store.session() as session:
+        stmt = select(RunRecord.id).where(query.starts_with(RunRecord.id, "a_c"))
+        assert session.exec(stmt).all() == []
+        stmt = select(RunRecord.id).where(query.starts_with(RunRecord.id, "abc-"))
+        assert sorted(session.exec(stmt).all()) == ["abc-1", "abc-2"]
 
 
 def test_span_tree_nests_calls_under_generation(store: TraceStore) -> None:

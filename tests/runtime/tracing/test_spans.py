@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from counterpoint.runtime.events import (
+from counterpoint.core.events import (
     CallFinished,
     CallStarted,
     Done,

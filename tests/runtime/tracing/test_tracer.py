@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from counterpoint.runtime.events import Event, RunStarted, TokenEvent
+from counterpoint.core.events import Event, RunStarted, TokenEvent
 from counterpoint.runtime.tracing import (
     CommitReport,
     EvalResultRecord,

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from counterpoint.runtime.backends.base import Message, SamplingParams
-from counterpoint.runtime.backends.scripted import ScriptedModel, scripted_tokens
+from counterpoint.testing.scripted import ScriptedModel, scripted_tokens
 
 
 async def _drain(decoder: object) -> str:

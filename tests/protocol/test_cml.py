@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from counterpoint.runtime.callsyntax import format_call_body, parse_call
-from counterpoint.runtime.cml import (
+from counterpoint.protocol.callsyntax import format_call_body, parse_call
+from counterpoint.protocol.cml import (
     MARKERS,
     TRAP,
     CallBlock,

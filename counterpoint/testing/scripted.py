@@ -21,6 +21,10 @@ import re
 import time
 from collections.abc import Callable, Sequence
 
+from counterpoint.core.bus import RunScope
+from counterpoint.core.calls import Interrupt, ToolSpec
+from counterpoint.protocol.cml import format_interrupts
+from counterpoint.runtime.backends._cml_messages import cml_messages
 from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams, Segment, Token
 
 __all__ = ["ScriptPolicy", "ScriptedDecoder", "ScriptedModel", "scripted_tokens"]
@@ -80,10 +84,20 @@ class ScriptedModel:
         return Prompt((*turns, Segment("<|assistant|>\n")))
 
     async def start(
-        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
+        self,
+        context: Sequence[Message] | Prompt,
+        params: SamplingParams | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        async_results: bool = False,
+        scope: RunScope | None = None,
     ) -> ScriptedDecoder:
-        prompt = context if isinstance(context, Prompt) else self.render(context)
-        decoder = ScriptedDecoder(self, prompt, params or SamplingParams())
+        """Open a decoder over the script (messages are rendered with the protocol and tools)."""
+        if isinstance(context, Prompt):
+            prompt = context
+        else:
+            prompt = self.render(cml_messages(context, tools))
+        decoder = ScriptedDecoder(self, prompt, params or SamplingParams(), tools=tools)
         self.decoders.append(decoder)
         if self.ttft_s:
             await asyncio.sleep(self.ttft_s)
@@ -98,9 +112,20 @@ class ScriptedModel:
 class ScriptedDecoder:
     """A decoder over a ScriptedModel's script."""
 
-    def __init__(self, model: ScriptedModel, prompt: Prompt, params: SamplingParams) -> None:
+    def __init__(
+        self,
+        model: ScriptedModel,
+        prompt: Prompt,
+        params: SamplingParams,
+        *,
+        tools: Sequence[ToolSpec] = (),
+    ) -> None:
         self._model = model
         self.prompt = prompt
+        self.tools = tuple(tools)
+        """The tools the session offered (as data)."""
+        self.injected: list[Interrupt] = []
+        """Every result and user message injected, in order (structured, for tests)."""
         self._params = params
         self._closed = False
         self.extensions: list[str] = []
@@ -179,6 +204,13 @@ class ScriptedDecoder:
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def inject(self, items: Sequence[Interrupt]) -> None:
+        """Record ``items`` and extend with their CML interrupts (neutralised)."""
+        if self._closed:
+            raise RuntimeError("inject() on a closed decoder")
+        self.injected.extend(items)
+        await self.extend(format_interrupts(items))
 
     async def extend(self, text: str) -> None:
         if self._closed:

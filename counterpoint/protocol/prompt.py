@@ -1,10 +1,20 @@
-"""The system prompt that teaches a model the CML protocol and lists its tools."""
+"""The system prompt that teaches a model the CML protocol and lists its tools.
+
+Backends that speak CML (the local transformers backend, raw completions on an HTTP server, the
+scripted and replay models) render it from the agent's instructions and the tools' specs; a
+backend with native tool calls sends the tools its own way and the instructions alone.
+"""
 
 from __future__ import annotations
 
-from counterpoint.tools.toolset import Toolset
+from collections.abc import Sequence
 
-__all__ = ["build_system_prompt", "describe_tools"]
+from counterpoint.core.calls import ToolSpec
+
+__all__ = ["USER_ID", "build_system_prompt", "describe_tools", "latency_text"]
+
+USER_ID = "user"
+"""The id of a user interrupt: ``[INTR] user [HEAD] message [END]``. Never a call id."""
 
 _PROTOCOL = """\
 You can call functions. To call one, write a call block:
@@ -17,6 +27,11 @@ If you cannot do anything more until a result arrives, write [TRAP][END].
 Never write [INTR] yourself.
 Call independent functions first{lpt}.
 When you have every result you need, write the final answer in plain text."""
+
+_USER = """\
+The user may add to the request while you write: it arrives as
+[INTR] user [HEAD] <message> [END]
+Take it into account from there on (call more functions if it asks for them)."""
 
 _LPT = ", the slowest first (estimated latencies are listed)"
 
@@ -31,25 +46,37 @@ Assistant: [CALL] c1 [HEAD] get_weather(city="Paris") [END]
 It is 17 °C in Paris and 21 °C in Rome."""
 
 
-def build_system_prompt(instructions: str, tools: Toolset) -> str:
+def build_system_prompt(instructions: str, tools: Sequence[ToolSpec]) -> str:
     """The system prompt: the agent's instructions, then (with tools) the protocol and the tools."""
     parts = [instructions.strip()] if instructions.strip() else []
-    if len(tools):
+    if tools:
         lpt = _LPT if any(t.estimated_latency_s is not None for t in tools) else ""
         parts.append(_PROTOCOL.format(lpt=lpt))
+        parts.append(_USER)
         parts.append("Functions:\n" + describe_tools(tools))
         parts.append(_EXAMPLE)
     return "\n\n".join(parts)
 
 
-def describe_tools(tools: Toolset) -> str:
+def latency_text(seconds: float) -> str:
+    """``~300 ms`` or ``~1.5 s``."""
+    if seconds < 1.0:
+        return f"~{seconds * 1000:.0f} ms"
+    return f"~{seconds:.1f} s"
+
+
+def describe_tools(tools: Sequence[ToolSpec]) -> str:
     """One line per tool (its signature, description and latency), then its parameters' docs."""
     lines = []
-    for line, tool in zip(tools.describe().splitlines(), tools, strict=True):
+    for tool in tools:
+        line = tool.signature or tool.name
+        if tool.estimated_latency_s is not None:
+            line += f" (takes {latency_text(tool.estimated_latency_s)})"
         lines.append(f"- {line}")
         properties = tool.parameters.get("properties", {})
-        for pname, prop in properties.items():
-            doc = prop.get("description") if isinstance(prop, dict) else None
-            if doc:
-                lines.append(f"    {pname}: {doc}")
+        if isinstance(properties, dict):
+            for pname, prop in properties.items():
+                doc = prop.get("description") if isinstance(prop, dict) else None
+                if doc:
+                    lines.append(f"    {pname}: {doc}")
     return "\n".join(lines)

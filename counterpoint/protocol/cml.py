@@ -35,7 +35,7 @@ Rules the parser applies (and the session relies on):
   sequence may have cut the ``[END]`` off).
 - A stray ``[END]`` or ``[HEAD]`` outside a block is a :class:`MarkupError` and is dropped from the
   text (the session may ignore such errors or tell the model).
-- The body text is opaque here: :mod:`counterpoint.runtime.callsyntax` parses it. A string
+- The body text is opaque here: :mod:`counterpoint.protocol.callsyntax` parses it. A string
   argument that itself contains a marker such as ``"[END]"`` ends the block early: the protocol
   is plain text.
 """
@@ -43,7 +43,13 @@ Rules the parser applies (and the session relies on):
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from counterpoint.core.calls import Interrupt, UserInterrupt
+from counterpoint.protocol.escape import neutralise
+from counterpoint.protocol.prompt import USER_ID
 
 __all__ = [
     "MARKERS",
@@ -56,6 +62,7 @@ __all__ = [
     "TrapMarker",
     "format_call",
     "format_interrupt",
+    "format_interrupts",
 ]
 
 _CALL = "[CALL]"
@@ -71,6 +78,7 @@ TRAP: str = _TRAP + _END
 """The complete trap, as a model should write it."""
 
 _LONGEST_MARKER = max(len(m) for m in MARKERS)
+_MARKER_RE = re.compile("|".join(re.escape(m) for m in MARKERS))
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,7 @@ class CMLParser:
         if not id_prefix.isidentifier():
             raise ValueError(f"id_prefix must be a Python identifier, got {id_prefix!r}")
         self._prefix = id_prefix
-        self._used: set[str] = set()
+        self._used: set[str] = {USER_ID}
         self._next_id = 1
         self._state = _State.TEXT
         self._buf = ""  # unconsumed input: empty, or a possible marker prefix
@@ -190,25 +198,19 @@ class CMLParser:
     def _scan(self) -> None:
         buf = self._buf
         pos = 0
-        while True:
-            i = buf.find("[", pos)
-            if i < 0:
-                self._sink(buf[pos:])
-                buf = ""
-                break
-            self._sink(buf[pos:i])
-            marker = next((m for m in MARKERS if buf.startswith(m, i)), None)
-            if marker is not None:
-                pos = i + len(marker)
-                self._on_marker(marker)
-                continue
-            tail = buf[i:]
-            if len(tail) < _LONGEST_MARKER and any(m.startswith(tail) for m in MARKERS):
-                buf = tail  # a possible marker prefix: wait for more input
-                break
-            self._sink("[")
-            pos = i + 1
-        self._buf = buf
+        for match in _MARKER_RE.finditer(buf):
+            self._sink(buf[pos : match.start()])
+            self._on_marker(match.group(0))
+            pos = match.end()
+        rest = buf[pos:]
+        # Markers hold one "[": only the last "[" near the end can start a marker still to come.
+        k = rest.rfind("[", max(0, len(rest) - _LONGEST_MARKER + 1))
+        if k >= 0 and any(m.startswith(rest[k:]) for m in MARKERS):
+            self._sink(rest[:k])
+            self._buf = rest[k:]  # a possible marker prefix: wait for more input
+        else:
+            self._sink(rest)
+            self._buf = ""
 
     def _sink(self, text: str) -> None:
         """Route text that is not a marker according to the state."""
@@ -401,10 +403,29 @@ def _check_id(call_id: str) -> None:
         raise ValueError(f"a call id must be a Python identifier, got {call_id!r}")
 
 
-def format_interrupt(call_id: str, text: str) -> str:
-    """The interrupt the runtime injects for a result: ``[INTR] c1 [HEAD] {text} [END]\\n``."""
+def format_interrupt(call_id: str, text: str, special_tokens: Iterable[str] = ()) -> str:
+    """The interrupt the runtime injects for a result: ``[INTR] c1 [HEAD] {text} [END]\\n``.
+
+    ``text`` is neutralised (:func:`~counterpoint.protocol.escape.neutralise`): it can never close
+    its own block, pose as another result, or carry a control token.
+    """
     _check_id(call_id)
-    return f"{_INTR} {call_id} {_HEAD} {text} {_END}\n"
+    return f"{_INTR} {call_id} {_HEAD} {neutralise(text, special_tokens)} {_END}\n"
+
+
+def format_interrupts(items: Iterable[Interrupt], special_tokens: Iterable[str] = ()) -> str:
+    """Every call result and user message in ``items`` as CML interrupts, in order.
+
+    A user message is ``[INTR] user [HEAD] message [END]`` (the id ``user`` is reserved).
+    """
+    specials = tuple(special_tokens)
+    parts = []
+    for item in items:
+        if isinstance(item, UserInterrupt):
+            parts.append(format_interrupt(USER_ID, item.text, specials))
+        else:
+            parts.append(format_interrupt(item.call.id, item.text, specials))
+    return "".join(parts)
 
 
 def format_call(call_id: str, body: str) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CallSyntaxError", "ParsedCall", "format_call_body", "parse_call"]
+__all__ = ["MAX_CALL_CHARS", "CallSyntaxError", "ParsedCall", "format_call_body", "parse_call"]
 
 _HOW = (
     "Write one call as name(arg=value, ...) with literal values: strings in quotes, numbers, "
@@ -54,18 +54,38 @@ class ParsedCall:
     positional: tuple[Any, ...] = ()
 
 
-def parse_call(body: str) -> ParsedCall:
+MAX_CALL_CHARS = 65_536
+"""The longest call body :func:`parse_call` reads by default (``Limits.max_call_chars``)."""
+
+
+def parse_call(body: str, *, max_chars: int = MAX_CALL_CHARS) -> ParsedCall:
     """Parse a call body in Python call syntax or JSON form. Never evaluates anything.
 
+    A body longer than ``max_chars`` is refused before any parsing (a hostile body cannot cost
+    time or memory); so is an integer past Python's digit limit, or nesting too deep to read.
+
     Raises:
-        CallSyntaxError: the body is empty, malformed, or uses something other than literals.
+        CallSyntaxError: the body is empty, too long, malformed, or uses something other than
+            literals. Nothing else escapes.
     """
+    if len(body) > max_chars:
+        raise CallSyntaxError(
+            f"The call is {len(body)} characters long, over the limit of {max_chars} "
+            "(Limits.max_call_chars): pass large data by reference (a path, an id), not inline."
+        )
     text = _unwrap(body)
     if not text:
         raise CallSyntaxError(f"The call is empty. {_HOW}")
-    if text.startswith("{"):
-        return _parse_json_form(text)
-    return _parse_python_form(text)
+    try:
+        if text.startswith("{"):
+            return _parse_json_form(text)
+        return _parse_python_form(text)
+    except CallSyntaxError:
+        raise
+    except RecursionError:
+        raise CallSyntaxError(f"The call is nested too deeply to read. {_HOW}") from None
+    except (ValueError, MemoryError) as exc:  # e.g. an integer literal past Python's digit limit
+        raise CallSyntaxError(f"The call has a value that cannot be read ({exc}). {_HOW}") from None
 
 
 def format_call_body(name: str, arguments: Mapping[str, Any]) -> str:

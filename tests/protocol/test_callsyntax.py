@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from counterpoint.runtime.callsyntax import (
+from counterpoint.protocol.callsyntax import (
     CallSyntaxError,
     ParsedCall,
     format_call_body,

@@ -1,10 +1,13 @@
-"""Teacher-forced replay driven by a policy, with an optional stateless (re-prefill) variant.
+"""Teacher-forced replay on a real local model: real forward passes, scripted tokens.
 
-:class:`PolicyReplayModel` runs a real forward pass for every token and a real prefill for every
-extension on a :class:`TransformersModel`, but the tokens it emits come from a ScriptedModel-style
-policy (a function from the texts extended so far to the next part; ``""`` waits for the next
-extension, ``None`` ends the stream). Latency benchmarks use it to measure the real model's
-generation and prefill cost on transcripts that react to results the way an ideal model would.
+:class:`ReplayModel` wraps a :class:`~counterpoint.runtime.backends.transformers.TransformersModel`.
+Its decoders pay for a real forward pass per token and a real prefill per extension, but the
+tokens they emit come from a script: one text (emitted to its end; an end-of-sequence token in it
+ends the stream early and an extension resumes after it; extensions do not consume it), or a
+ScriptedModel-style policy (a function from the texts extended so far to the next part; ``""``
+waits for the next extension, ``None`` ends the stream). Latency benchmarks use it to measure the
+real model's generation and prefill cost on transcripts that react to results the way an ideal
+model would.
 
 ``stateless=True`` pays what a stateless chat API pays: every extension throws the KV cache away
 and prefills the whole context again (the paper's baselines, which send a new request per result).
@@ -13,57 +16,93 @@ and prefills the whole context again (the paper's baselines, which send a new re
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
 
+from counterpoint.core.bus import RunScope
+from counterpoint.core.calls import ToolSpec
 from counterpoint.runtime.backends._sampling import Choice
 from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams
-from counterpoint.runtime.backends.scripted import ScriptPolicy
 from counterpoint.runtime.backends.transformers import TransformersDecoder, TransformersModel
+from counterpoint.testing.scripted import ScriptPolicy
 
-__all__ = ["PolicyReplayDecoder", "PolicyReplayModel"]
+__all__ = ["ReplayDecoder", "ReplayModel"]
 
 
-class PolicyReplayModel:
-    """A Model whose decoders replay a policy's parts on a real model (see the module docstring).
+class _Once:
+    """The policy of a fixed script: all of it, then the end."""
 
-    ``policy_factory`` is called once per decoder, so each generation gets a fresh policy state.
+    def __init__(self, script: str) -> None:
+        self._script = script
+        self._given = False
+
+    def __call__(self, extended: Sequence[str]) -> str | None:
+        if self._given:
+            return None
+        self._given = True
+        return self._script
+
+
+class ReplayModel:
+    """A Model whose decoders replay a script or a policy on a real model (see the module).
+
+    Give it ``script`` (a text), or ``policy_factory`` (called once per decoder, so each
+    generation gets a fresh policy state).
     """
 
     def __init__(
         self,
         base: TransformersModel,
-        policy_factory: Any,
+        script: str | None = None,
         *,
+        policy_factory: Callable[[], ScriptPolicy] | None = None,
         stateless: bool = False,
     ) -> None:
+        if (script is None) == (policy_factory is None):
+            raise TypeError("ReplayModel takes a script text or a policy_factory (one of them)")
+        if policy_factory is None:
+            text = script or ""
+            policy_factory = lambda: _Once(text)  # noqa: E731
         self._base = base
         self._factory = policy_factory
         self.stateless = stateless
 
     @property
     def name(self) -> str:
+        """The base model's name, marked as a replay."""
         kind = "stateless replay" if self.stateless else "replay"
         return f"{self._base.name} ({kind})"
 
+    @property
+    def base(self) -> TransformersModel:
+        """The real model the forward passes run on."""
+        return self._base
+
     def render(self, messages: Sequence[Message]) -> Prompt:
+        """Render with the base model's chat template."""
         return self._base.render(messages)
 
     async def start(
-        self, context: Sequence[Message] | Prompt, params: SamplingParams | None = None
-    ) -> PolicyReplayDecoder:
-        prompt = context if isinstance(context, Prompt) else self._base.render(context)
-        policy: ScriptPolicy = self._factory()
+        self,
+        context: Sequence[Message] | Prompt,
+        params: SamplingParams | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        async_results: bool = False,
+        scope: RunScope | None = None,
+    ) -> ReplayDecoder:
+        """Open a replay generation on ``context`` (rendered as the base model renders it)."""
+        prompt = self._base.render_for(context, tools)
+        policy = self._factory()
         return await self._base._open(
-            PolicyReplayDecoder, prompt.text, None, params, policy=policy, stateless=self.stateless
+            ReplayDecoder, prompt.text, None, params, policy=policy, stateless=self.stateless
         )
 
 
-class PolicyReplayDecoder(TransformersDecoder):
-    """Emits a policy's tokens while paying for the real forward passes and prefills."""
+class ReplayDecoder(TransformersDecoder):
+    """Emits a script's tokens while paying for the real forward passes and prefills."""
 
     def __init__(
         self,
@@ -85,6 +124,11 @@ class PolicyReplayDecoder(TransformersDecoder):
         self.reprefill_s = 0.0
         """Seconds spent prefilling the whole context again (stateless only)."""
 
+    @property
+    def remaining(self) -> int:
+        """Tokens of the current part not yet emitted."""
+        return len(self._part) - self._position
+
     def _exhausted(self) -> bool:
         while self._position >= len(self._part):
             if self._done or self._waiting:
@@ -96,7 +140,7 @@ class PolicyReplayDecoder(TransformersDecoder):
             if not part:
                 self._waiting = True
                 return True
-            self._part, self._position = self._owner.encode(part), 0
+            self._part, self._position = self._owner.encode(part, special_tokens=True), 0
         return False
 
     def _pick(self, logits: torch.Tensor) -> Choice:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from counterpoint.runtime.latency import (
+from counterpoint.testing.latency import (
     PlannedCall,
     bound_async,
     bound_parallel,

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from counterpoint.runtime.backends.scripted import scripted_tokens
-from counterpoint.runtime.latency import PlannedCall, lpt_order
+from counterpoint.testing.latency import PlannedCall, lpt_order
+from counterpoint.testing.scripted import scripted_tokens
 from counterpoint.tools.tool import Tool
 from counterpoint.tools.toolset import Toolset
 
