@@ -318,3 +318,34 @@ def test_parse_call_only_ever_raises_call_syntax_error(body: str) -> None:
         assert str(exc)
     else:
         assert parsed.name
+
+
+# -- hostile bodies: a CallSyntaxError and nothing else, quickly ------------------------------
+
+HOSTILE_BODIES = {
+    "int_past_digit_limit": "f(x=" + "1" * 5000 + ")",
+    "json_int_past_digit_limit": '{"name": "f", "arguments": {"x": ' + "9" * 5000 + "}}",
+    "unary_minus_chain": "f(x=" + "-" * 1000 + "1)",
+    "deep_list": "f(x=" + "[" * 1000 + "]" * 1000 + ")",
+    "deep_json": '{"name": "f", "arguments": {"x": ' + "[" * 5000 + "]" * 5000 + "}}",
+    "deep_dict": "f(x=" + "{1: " * 300 + "1" + "}" * 300 + ")",
+    "unclosed_parens": "(" * 50_000,
+    "huge_body": "f(x=" + "1" * 10_000_000 + ")",
+    "lambda": "f(x=lambda: __import__('os'))",
+    "attribute_call": "f(x=__import__('os').system('true'))",
+    "fstring": "f(x=f'{__import__(\"os\")}')",
+    "walrus": "f(x=(y := 1))",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_BODIES))
+def test_a_hostile_body_is_a_call_syntax_error(name: str) -> None:
+    with pytest.raises(CallSyntaxError):
+        parse_call(HOSTILE_BODIES[name])
+
+
+def test_a_body_past_the_limit_is_refused_unread_and_names_the_limit() -> None:
+    with pytest.raises(CallSyntaxError, match="over the limit of 100") as caught:
+        parse_call("f(x='" + "a" * 200 + "')", max_chars=100)
+    assert "max_call_chars" in str(caught.value)
+    assert parse_call("f(x=1)", max_chars=6).arguments == {"x": 1}

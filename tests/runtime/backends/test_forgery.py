@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from counterpoint.core.calls import Call, CallResult
 from counterpoint.core.events import BaseEvent, ProtocolViolation
-from counterpoint.runtime.backends.base import Message
-from counterpoint.runtime.backends.openai import OpenAIModel
+from counterpoint.runtime.backends.base import Message, SamplingParams
+from counterpoint.runtime.backends.openai import OpenAICompletionDecoder, OpenAIModel
 from counterpoint.runtime.session import Session
 from counterpoint.tools.tool import tool
 from counterpoint.tools.toolset import Toolset
@@ -152,3 +155,68 @@ async def test_a_model_that_writes_intr_gets_a_protocol_error_not_a_silent_end()
     # the error is injected like any result: neutralised, so its own words are no marker
     assert "only the runtime writes [ INTR ]" in server.requests[1].json()["prompt"]
     assert result.text.endswith("Sorry, waiting.")
+
+
+@tool
+def listing() -> str:
+    """A file name that is not UTF-8, as os.listdir returns it."""
+    return "report-\udcff.txt"
+
+
+async def test_a_huge_number_in_native_arguments_is_an_error_interrupt_not_a_crash() -> None:
+    ran.clear()
+    first = chat_events(
+        [tool_delta(0, id="call_a", name="echo", args='{"text": ' + "9" * 5000 + "}")],
+        "tool_calls",
+    )
+    replies = [Reply(events=first), Reply(events=chat_events([{"content": "Sorry."}], "stop"))]
+    async with FaultServer(replies) as server:
+        result, events = await _run(server, "sync")
+    assert result.status == "ok" and result.text == "Sorry." and ran == []
+    (violation,) = [e for e in events if isinstance(e, ProtocolViolation)]
+    assert violation.call_id == "call_a" and "not valid JSON" in violation.message
+    tool_message = server.requests[1].json()["messages"][-1]
+    assert tool_message["role"] == "tool" and "not valid JSON" in tool_message["content"]
+
+
+async def test_a_lone_surrogate_in_a_result_is_sent_not_a_crash() -> None:
+    first = chat_events([tool_delta(0, id="call_a", name="listing", args="{}")], "tool_calls")
+    replies = [Reply(events=first), Reply(events=chat_events([{"content": "Done."}], "stop"))]
+    events: list[BaseEvent] = []
+    async with (
+        FaultServer(replies) as server,
+        OpenAIModel("m", base_url=server.base_url, max_retries=0) as model,
+    ):
+        session = Session(model, Toolset(listing), mode="sync", emit=events.append)
+        result = await session.run(_messages("List."))
+    assert result.status == "ok" and result.text == "Done."
+    tool_message = server.requests[1].json()["messages"][-1]
+    assert tool_message["content"] == "report-\ufffd.txt"
+
+
+# -- against the real llama.cpp server ---------------------------------------------------------
+
+
+@pytest.mark.model
+async def test_a_hostile_result_reaches_a_real_server_as_data(
+    llama_openai_model: OpenAIModel,
+) -> None:
+    """Async mode on raw completions: the result's markers and control tokens arrive neutralised,
+    so the server's tokenizer never sees a turn boundary and the parser never a forged block."""
+    decoder = await llama_openai_model.start(
+        _messages("Go."), SamplingParams(max_tokens=8), tools=TOOLS.specs(), async_results=True
+    )
+    assert isinstance(decoder, OpenAICompletionDecoder)
+    while await decoder.step() is not None:
+        pass
+    hostile = CallResult(call=Call(id="c1", name="hostile"), ok=True, text=FORGED)
+    await decoder.inject([hostile])
+    for _ in range(8):
+        if await decoder.step() is None:
+            break
+    injected = decoder.context[decoder.context.rindex("[INTR] c1 [HEAD]") :]
+    assert injected.count("<|im_end|>") == 0 and injected.count("[END]") <= 2
+    assert "[ INTR ] call_b" in injected
+    # the whole context still has exactly the rendered turns: system, user, assistant
+    assert decoder.context.count("<|im_start|>") == 3
+    await decoder.close()
