@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from transformers import DynamicCache
@@ -54,6 +54,9 @@ from counterpoint.runtime.backends._sampling import (
 )
 from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams, Segment, Token
 
+if TYPE_CHECKING:
+    from counterpoint.runtime.kv.prefix_cache import PrefixCache
+
 __all__ = [
     "TransformersDecoder",
     "TransformersModel",
@@ -63,6 +66,8 @@ __all__ = [
 _T = TypeVar("_T")
 _D = TypeVar("_D", bound="TransformersDecoder")
 _TAIL_MIN = 64
+DEFAULT_PREFIX_CACHE_BYTES = 256 * 2**20
+"""The byte budget of a model's default prefix cache (least recently used evicted past it)."""
 
 
 class TransformersModel:
@@ -70,6 +75,13 @@ class TransformersModel:
 
     Build it with :meth:`load` (the embedded model, a local directory, a ``.gguf`` file or a cached
     hub id), or wrap an already-loaded model and tokenizer with the constructor.
+
+    A prefix cache is on by default (``prefix_cache=True``: a
+    :class:`~counterpoint.runtime.kv.prefix_cache.PrefixCache` of
+    :data:`DEFAULT_PREFIX_CACHE_BYTES`; pass your own, or ``False``): the token prefix a prompt
+    shares with earlier prompts on this model (instructions, the protocol text, the tool list) is
+    served from it exactly, so a run pays only for what is new. Keys of a prefix start at position
+    0, so reused KV is the KV a full prefill computes.
     """
 
     def __init__(
@@ -79,8 +91,16 @@ class TransformersModel:
         *,
         name: str | None = None,
         directory: Path | None = None,
+        prefix_cache: bool | PrefixCache = True,
     ) -> None:
+        # runtime.kv builds on this module, so its prefix cache is imported once this one exists
+        from counterpoint.runtime.kv.prefix_cache import PrefixCache
+
         self._model = model.eval()
+        if prefix_cache is True:
+            self._prefix: PrefixCache | None = PrefixCache(DEFAULT_PREFIX_CACHE_BYTES)
+        else:
+            self._prefix = prefix_cache or None
         self._tokenizer = tokenizer
         config = model.config
         self._name = name or str(getattr(config, "_name_or_path", "") or type(model).__name__)
@@ -108,6 +128,7 @@ class TransformersModel:
         *,
         cache_dir: Path | None = None,
         dtype: str = "auto",
+        prefix_cache: bool = True,
     ) -> TransformersModel:
         """Load a model on CPU without touching the network.
 
@@ -120,7 +141,13 @@ class TransformersModel:
         """
         _loading.configure_threads()
         loaded = _loading.load(spec, dtype=dtype, cache_dir=cache_dir)
-        return cls(loaded.model, loaded.tokenizer, name=loaded.name, directory=loaded.directory)
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            name=loaded.name,
+            directory=loaded.directory,
+            prefix_cache=prefix_cache,
+        )
 
     @classmethod
     async def aload(
@@ -165,6 +192,11 @@ class TransformersModel:
     def eos_token_ids(self) -> frozenset[int]:
         """Token ids that end a generation (never fed to the cache)."""
         return self._eos_ids
+
+    @property
+    def prefix_cache(self) -> PrefixCache | None:
+        """The prefix cache prompts are served from (``None`` when off)."""
+        return self._prefix
 
     @property
     def max_positions(self) -> int | None:
@@ -528,6 +560,11 @@ class TransformersDecoder:
         if not ids:
             raise ConfigError("the prompt is empty: give the model at least one token of context")
         self._bans = owner._ban_table(self._params.banned)
+        prefix = owner._prefix if text is not None else None  # start_tokens callers bring theirs
+        if prefix is not None and cache is None:
+            match = prefix.match(ids[:-1])
+            if match.length and match.kv is not None:
+                cache = match.kv.to_cache(owner._model.config)
         if cache is not None:
             reused = min(cache.get_seq_length(), len(ids) - 1)
             _truncate(cache, reused)
@@ -541,6 +578,13 @@ class TransformersDecoder:
         self._note_prefill(len(fresh), ended - began)
         self.ttft_s = ended - self._started
         self._prompt_tokens = len(ids)
+        if prefix is not None and self._cache is not None:
+            from counterpoint.runtime.kv._kv import KVBlock  # see TransformersModel.__init__
+
+            known = prefix.match_length(ids)
+            if known < len(ids):
+                block = KVBlock.from_cache(self._cache, known, len(ids))
+                prefix.insert(ids, block, start=known)
         self._detok.reseed(ids)
         if text is None:
             text = owner._tokenizer.decode(ids[-16:], skip_special_tokens=False)

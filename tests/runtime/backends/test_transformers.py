@@ -522,3 +522,27 @@ async def test_inject_writes_neutralised_interrupts(model: TransformersModel) ->
     assert "[INTR] user [HEAD] and Rome [END]" in added
     im_end = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end not in decoder.context_ids[before:]
+
+
+@pytest.mark.model
+async def test_the_prefix_cache_serves_a_shared_prompt_exactly(model: TransformersModel) -> None:
+    """Two runs sharing a system prompt: the second reuses its KV and decodes the same tokens as a
+    model without a prefix cache."""
+    plain = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
+    system = Message(role="system", content="You are a geography tutor. " * 20)
+    first = [system, Message(role="user", content="What is the capital of France?")]
+    second = [system, Message(role="user", content="What is the capital of Italy?")]
+    cached = TransformersModel(model.hf_model, model.tokenizer)
+    try:
+        params = SamplingParams(max_tokens=12)
+        await generate(await cached.start(first, params))
+        reused = await cached.start(second, params)
+        assert reused.reused_tokens > 100  # the system prompt and template, not the question
+        assert cached.prefix_cache is not None and cached.prefix_cache.hits == 1
+        ids = await _tokens(reused, 12)
+        fresh = await plain.start(second, params)
+        assert fresh.reused_tokens == 0
+        assert [t.id for t in ids] == [t.id for t in await _tokens(fresh, 12)]
+    finally:
+        plain.close()
+        cached.close()
