@@ -22,12 +22,11 @@ from counterpoint.core.events import (
     CallFinished,
     CallStarted,
     CallWritten,
-    EventSink,
     ProtocolViolation,
     TokenEvent,
 )
 
-__all__ = ["CallCollector", "Tee", "WrittenCall", "protocol_tokens"]
+__all__ = ["CallCollector", "WrittenCall", "protocol_tokens"]
 
 _PROTOCOL = re.compile(r"\[CALL\][^\[\]]{0,64}?\[HEAD\]|\[(?:CALL|HEAD|END|TRAP|INTR)\]")
 """CML markup: the markers, and a call's id between ``[CALL]`` and ``[HEAD]``."""
@@ -136,14 +135,3 @@ def protocol_tokens(pieces: Sequence[str]) -> float:
             total += sum(inside[pos : pos + len(piece)]) / len(piece)
         pos += len(piece)
     return total
-
-
-class Tee:
-    """An event sink that hands every event to several sinks, in order."""
-
-    def __init__(self, *sinks: EventSink) -> None:
-        self.sinks = sinks
-
-    def emit(self, event: BaseEvent) -> None:
-        for sink in self.sinks:
-            sink.emit(event)

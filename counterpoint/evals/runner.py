@@ -53,8 +53,9 @@ from typing import Any, Literal
 from sqlmodel import select
 
 from counterpoint.agents.agent import Agent
+from counterpoint.core.bus import EventBus
 from counterpoint.errors import ConfigError, CounterpointError
-from counterpoint.evals._calls import CallCollector, Tee, protocol_tokens
+from counterpoint.evals._calls import CallCollector, protocol_tokens
 from counterpoint.evals._models import SCRIPTED_MODELS, CaseModels, case_models
 from counterpoint.evals.checker import check_calls
 from counterpoint.evals.datasets import (
@@ -345,6 +346,9 @@ class _Run:
             case, latency_scale=config.latency_scale, flat_names=self.models.flat_names
         )
         collector = CallCollector()
+        bus = EventBus()  # the case's run: the tracer and the collector read the same events
+        bus.subscribe(self.tracer)
+        bus.subscribe(collector)
         system, prompt = _split_system(_question(case, config.turns))
         instructions = "\n\n".join([INSTRUCTIONS, *system])
         agent = Agent(
@@ -355,12 +359,12 @@ class _Run:
             mode=mode,
             params=SamplingParams(max_tokens=config.max_tokens),
             limits=Limits(max_tokens=config.max_tokens),
-            tracer=Tee(self.tracer, collector),
+            tracer=False,
         )
         status: str
         error: str | None = None
         try:
-            run = await agent.run(prompt, parent_run_id=self.record.id)
+            run = await agent.run(prompt, parent_run_id=self.record.id, bus=bus)
         except Exception as exc:
             if backend_failed(exc):
                 raise  # a dead or refusing server: stop the eval (resume it once fixed)

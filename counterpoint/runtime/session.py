@@ -437,10 +437,10 @@ class Session:
 
     def _refuse(self, call: Call, message: str) -> None:
         """A written call the session will not run: an error result, and its CallFinished."""
-        self._post_error(call.id, message, raw=call.raw)
-        self._finished_unrun(call, message)
+        result = self._post_error(call.id, message, raw=call.raw)
+        self._finished_unrun(call, message, result.text)
 
-    def _finished_unrun(self, call: Call, message: str) -> None:
+    def _finished_unrun(self, call: Call, message: str, text: str | None = None) -> None:
         now = self._clock()
         self._emit(
             CallFinished(
@@ -449,7 +449,7 @@ class Session:
                 call_id=call.id,
                 name=call.name,
                 ok=False,
-                result=json.dumps({"error": message}, ensure_ascii=False),
+                result=text if text is not None else _error_text(message),
                 error=message,
                 started=now,
                 duration_s=0.0,
@@ -457,13 +457,14 @@ class Session:
             )
         )
 
-    def _post_error(self, call_id: str, message: str, *, raw: str = "") -> None:
+    def _post_error(self, call_id: str, message: str, *, raw: str = "") -> CallResult:
         now = self._clock()
         call = Call(id=call_id, name="", raw=raw)
-        text = json.dumps({"error": message}, ensure_ascii=False)
-        self._local.append(
-            CallResult(call=call, ok=False, text=text, error=message, started=now, finished=now)
+        result = CallResult(
+            call=call, ok=False, text=_error_text(message), error=message, started=now, finished=now
         )
+        self._local.append(result)
+        return result
 
     def _take_local(self) -> list[CallResult]:
         local, self._local = self._local, []
@@ -522,6 +523,11 @@ class Session:
             last_token_t=self._last_token_t,
             error=error,
         )
+
+
+def _error_text(message: str) -> str:
+    """An error as the model reads it: ``{"error": "..."}``."""
+    return json.dumps({"error": message}, ensure_ascii=False)
 
 
 def _last_user_text(context: Sequence[Message] | Prompt) -> str:
