@@ -2,17 +2,29 @@
 
 The public SDK surface::
 
-    from counterpoint import Agent, tool
+    from counterpoint import Agent, Task, Workflow, tool
 
     @tool
     async def get_weather(city: str) -> dict: ...
 
     agent = Agent("weather", "Answer briefly.", tools=[get_weather], mode="async")
     result = agent.run_sync("Weather in Paris?")
+
+    wf = Workflow([Task("a", "Find X.", agent), Task("b", "Explain X.", agent, needs=["a"])])
+    report = wf.run_sync()
 """
 
 from counterpoint._version import __version__
 from counterpoint.agents.agent import Agent, RunHandle, run_sync
+from counterpoint.agents.workflow import (
+    RetryPolicy,
+    SchedulerConfig,
+    Task,
+    Workflow,
+    WorkflowError,
+    WorkflowHandle,
+    WorkflowResult,
+)
 from counterpoint.core.bus import EventBus, RunScope
 from counterpoint.core.calls import Call, CallResult, ToolSpec, UserInterrupt
 from counterpoint.core.events import (
@@ -75,14 +87,17 @@ __all__ = [
     "Prompt",
     "ProtocolError",
     "ProtocolViolation",
+    "RetryPolicy",
     "RunHandle",
     "RunResult",
     "RunScope",
     "RunStarted",
     "SamplingParams",
+    "SchedulerConfig",
     "ScriptedModel",
     "Segment",
     "Session",
+    "Task",
     "Token",
     "TokenEvent",
     "Tool",
@@ -93,6 +108,10 @@ __all__ = [
     "Usage",
     "UserInterrupt",
     "UserMessage",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowHandle",
+    "WorkflowResult",
     "__version__",
     "parse_event",
     "register_event",

@@ -75,6 +75,28 @@ class Agent:
             self._model = resolve_model(spec)
         return self._model
 
+    def replace(self, **changes: Any) -> Agent:
+        """A copy of this agent with some of its constructor arguments changed.
+
+        ``agent.replace(model=other)`` runs the same agent on another model.
+        """
+        fields: dict[str, Any] = {
+            "name": self.name,
+            "instructions": self.instructions,
+            "tools": self.tools,
+            "model": self._model if self._model is not None else self._model_spec,
+            "mode": self.mode,
+            "params": self.params,
+            "limits": self.limits,
+            "pending_policy": self.pending_policy,
+            "tracer": self._tracer_spec,
+        }
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"Agent.replace() got unknown field(s): {', '.join(sorted(unknown))}")
+        fields.update(changes)
+        return Agent(**fields)
+
     def system_prompt(self) -> str:
         """The system prompt a CML backend renders: the instructions, the protocol, the tools.
 
@@ -110,6 +132,7 @@ class Agent:
         emit: Callable[[BaseEvent], None] | None = None,
         parent_run_id: str | None = None,
         mode: Mode | None = None,
+        run_id: str | None = None,
     ) -> Session:
         """A new session of this agent (one run) on ``bus`` (a new bus with the tracer if None)."""
         if bus is None:
@@ -126,6 +149,7 @@ class Agent:
             bus=bus,
             emit=emit,
             name=self.name,
+            run_id=run_id,
             parent_run_id=parent_run_id,
         )
 
@@ -136,9 +160,14 @@ class Agent:
         parent_run_id: str | None = None,
         mode: Mode | None = None,
         bus: EventBus | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
-        """Run the agent on ``prompt`` and return the result (answer, calls, timings, usage)."""
-        session = self.session(bus=bus, parent_run_id=parent_run_id, mode=mode)
+        """Run the agent on ``prompt`` and return the result (answer, calls, timings, usage).
+
+        ``run_id`` names the run (default: a fresh id); ``parent_run_id`` ties it to the run it
+        serves (a workflow's).
+        """
+        session = self.session(bus=bus, parent_run_id=parent_run_id, mode=mode, run_id=run_id)
         return await session.run(self.messages(prompt))
 
     def start(

@@ -283,6 +283,35 @@ class SpanDeriver:
             self._kv_reuse(run, event)
         else:  # call_written, protocol_error, user_interrupt, and kinds of other packages
             self._point(run, event)
+            if event.kind == "task_finished":
+                self._workflow_task(run, event)
+
+    def _workflow_task(self, run: _OpenRun, ev: BaseEvent) -> None:
+        """A workflow's ``task_finished`` (a registered kind of the agents layer, read by its
+        fields): a ``workflow_task`` span from the task's last start to its end."""
+        fields = ev.model_dump(mode="json")
+        status = str(fields.get("status", ""))
+        started = fields.get("started")
+        start_s = float(started) if isinstance(started, int | float) else ev.t
+        attributes: dict[str, Any] = {
+            "counterpoint.task.id": fields.get("task_id"),
+            "counterpoint.task.status": status,
+            "counterpoint.task.attempts": fields.get("attempts", 0),
+        }
+        if fields.get("agent_run_id"):
+            attributes["counterpoint.task.agent_run_id"] = fields["agent_run_id"]
+        if fields.get("error"):
+            attributes["counterpoint.error"] = _clip(str(fields["error"]))
+        span = span_row(
+            run_id=ev.run_id,
+            kind=SpanKind.WORKFLOW_TASK,
+            name=str(fields.get("task_id", "task")),
+            start_s=start_s,
+            end_s=ev.t,
+            status=SpanStatus.OK if status in ("ok", "cached") else SpanStatus.ERROR,
+            attributes=attributes,
+        )
+        self._touch_span(span, run.origin)
 
     def _kv_reuse(self, run: _OpenRun, ev: KVReuse) -> None:
         span = span_row(

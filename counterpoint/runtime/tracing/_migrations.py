@@ -149,7 +149,50 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = Migration(
+    2,
+    "workflow checkpoints: workflow runs, their tasks, and cached task results",
+    (
+        """CREATE TABLE workflow_runs (
+            id VARCHAR NOT NULL PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            goal VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            graph JSON NOT NULL,
+            source VARCHAR,
+            config JSON NOT NULL,
+            started_at FLOAT NOT NULL,
+            ended_at FLOAT,
+            resumes INTEGER NOT NULL,
+            attributes JSON NOT NULL
+        )""",
+        "CREATE INDEX ix_workflow_runs_started_at ON workflow_runs (started_at)",
+        """CREATE TABLE workflow_tasks (
+            run_id VARCHAR NOT NULL,
+            task_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            result VARCHAR,
+            error VARCHAR,
+            attempts INTEGER NOT NULL,
+            started FLOAT,
+            ended FLOAT,
+            agent_run_id VARCHAR,
+            updated_at FLOAT NOT NULL,
+            graph_version INTEGER NOT NULL,
+            PRIMARY KEY (run_id, task_id)
+        )""",
+        """CREATE TABLE workflow_cache (
+            "key" VARCHAR NOT NULL PRIMARY KEY,
+            result VARCHAR NOT NULL,
+            task_id VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            created_at FLOAT NOT NULL
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Every schema step, in order; append, never edit a published one."""
 
 CURRENT_VERSION = MIGRATIONS[-1].version

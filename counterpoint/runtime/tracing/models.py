@@ -1,4 +1,5 @@
-"""The trace database schema: runs, spans, eval runs and eval results (sqlmodel tables).
+"""The trace database schema (sqlmodel tables): runs, spans, eval runs and eval results, and the
+checkpoints of AOV workflows (workflow runs, their tasks, and the cache of task results).
 
 The tables live in their own SQLAlchemy registry (``TraceBase.metadata``), not in sqlmodel's global
 one, so that other subsystems declaring sqlmodel tables never end up in the traces file and never
@@ -35,6 +36,9 @@ __all__ = [
     "SpanRecord",
     "SpanStatus",
     "TraceBase",
+    "WorkflowCacheRecord",
+    "WorkflowRunRecord",
+    "WorkflowTaskRecord",
 ]
 
 
@@ -182,3 +186,70 @@ class EvalResultRecord(TraceBase, table=True):
     run_id: str | None = Field(default=None, index=True)
     created_at: float = 0.0
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class WorkflowRunRecord(TraceBase, table=True):
+    """One run of an AOV workflow, as its checkpoints record it (for ``resume``).
+
+    ``id`` is the workflow run's id, which is also its row in ``runs`` (written by the tracer:
+    events, spans); this row is written by the scheduler's checkpoint store
+    (:class:`~counterpoint.agents.workflow.store.WorkflowStore`), so it exists even with tracing
+    off. ``graph`` is the task list as ``Graph.to_dicts()`` gives it, at graph ``version`` (the
+    latest patch saved); ``config`` holds what a resume needs besides (scheduler options, agent
+    specs). ``status`` is ``running``, ``ok``, ``failed`` or ``cancelled``; a run whose process died
+    stays ``running``. ``resumes`` counts the times it was resumed.
+    """
+
+    __tablename__ = "workflow_runs"
+
+    id: str = Field(primary_key=True)
+    name: str = ""
+    goal: str = ""
+    status: str = "running"
+    version: int = 0
+    graph: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    source: str | None = Field(default=None, description="The file the workflow was loaded from.")
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    started_at: float = Field(index=True, description="Unix time at the start of the run.")
+    ended_at: float | None = None
+    resumes: int = 0
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class WorkflowTaskRecord(TraceBase, table=True):
+    """The checkpoint of one task of a workflow run: its status and result, in one row.
+
+    ``status`` is ``running`` from the start of an attempt until its outcome is committed, then one
+    of the task statuses (``ok``, ``failed``, ``skipped``, ``cached``, ``cancelled``); ``result`` is
+    set with ``ok``/``cached`` in the same write, so a row never shows one without the other.
+    ``started``/``ended`` are seconds since the workflow run started; ``updated_at`` is Unix time;
+    ``graph_version`` is the graph's version when the outcome was committed.
+    """
+
+    __tablename__ = "workflow_tasks"
+
+    run_id: str = Field(primary_key=True)
+    task_id: str = Field(primary_key=True)
+    status: str
+    result: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    started: float | None = Field(default=None, description="Seconds since the run started.")
+    ended: float | None = None
+    agent_run_id: str | None = None
+    updated_at: float
+    graph_version: int = 0
+
+
+class WorkflowCacheRecord(TraceBase, table=True):
+    """A finished task's result, keyed by a hash of what it depended on (objective, agent, output
+    format, upstream results: ``counterpoint.agents.workflow.store.cache_key``); ``task_id`` and
+    ``run_id`` say where it was first computed."""
+
+    __tablename__ = "workflow_cache"
+
+    key: str = Field(primary_key=True, description="sha256 hex of the task's inputs.")
+    result: str
+    task_id: str
+    run_id: str
+    created_at: float

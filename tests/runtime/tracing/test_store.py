@@ -52,7 +52,15 @@ def test_migrations_build_exactly_the_models_schema(tmp_path: Path) -> None:
     reference = tmp_path / "reference.db"
     TraceBase.metadata.create_all(create_engine(f"sqlite:///{reference}"))
     assert _schema(f"sqlite:///{migrated}") == _schema(f"sqlite:///{reference}")
-    assert set(TraceBase.metadata.tables) == {"runs", "spans", "eval_runs", "eval_results"}
+    assert set(TraceBase.metadata.tables) == {
+        "runs",
+        "spans",
+        "eval_runs",
+        "eval_results",
+        "workflow_runs",
+        "workflow_tasks",
+        "workflow_cache",
+    }
 
 
 def test_new_file_is_stamped_and_in_wal_mode(tmp_path: Path) -> None:
@@ -84,7 +92,9 @@ def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None
     c.close()
     with TraceStore(path) as store, store.connect() as conn:
         assert conn.exec_driver_sql("SELECT id FROM runs").scalars().all() == ["r1"]
-        assert conn.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == 1
+        assert conn.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == len(
+            _migrations.MIGRATIONS
+        )
 
 
 def test_an_older_file_is_upgraded_in_place(
@@ -98,15 +108,16 @@ def test_an_older_file_is_upgraded_in_place(
             "VALUES ('s1', 'r1', 'tool_call', 'x', 'ok', 0.5, '{}')"
         )
     c.close()
-    v2 = Migration(2, "spans get a note", ("ALTER TABLE spans ADD COLUMN note VARCHAR",))
+    nxt = CURRENT_VERSION + 1
+    v2 = Migration(nxt, "spans get a note", ("ALTER TABLE spans ADD COLUMN note VARCHAR",))
     monkeypatch.setattr(_migrations, "MIGRATIONS", (*_migrations.MIGRATIONS, v2))
     with TraceStore(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == nxt
         with store.connect() as conn:
             row = conn.exec_driver_sql("SELECT id, start_s, note FROM spans").one()
             assert tuple(row) == ("s1", 0.5, None)
             versions = conn.exec_driver_sql("SELECT version FROM schema_version").scalars().all()
-            assert versions == [1, 2]
+            assert versions == list(range(1, nxt + 1))
 
 
 def test_a_failing_step_leaves_the_file_as_it_was(
@@ -114,14 +125,18 @@ def test_a_failing_step_leaves_the_file_as_it_was(
 ) -> None:
     path = tmp_path / "t.db"
     TraceStore(path).close()
-    bad = Migration(2, "half done", ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL"))
+    bad = Migration(
+        CURRENT_VERSION + 1, "half done", ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")
+    )
     monkeypatch.setattr(_migrations, "MIGRATIONS", (*_migrations.MIGRATIONS, bad))
     with pytest.raises(CounterpointError):
         TraceStore(path)
     with sqlite3.connect(path) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "extra" not in tables
-        assert c.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 1
+        assert c.execute("SELECT max(version) FROM schema_version").fetchone()[0] == (
+            CURRENT_VERSION
+        )
     c.close()
 
 
