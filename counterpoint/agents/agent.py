@@ -75,6 +75,16 @@ class Agent:
             self._model = resolve_model(spec)
         return self._model
 
+    @property
+    def model_key(self) -> str:
+        """What names this agent's model in a workflow's concurrency limits (``model:KEY``): the
+        model spec it was given (``"embedded"``, ``"openai:NAME"``...), or a Model's name."""
+        if isinstance(self._model_spec, str):
+            return self._model_spec
+        if self._model is not None:
+            return self._model.name
+        return "embedded"
+
     def replace(self, **changes: Any) -> Agent:
         """A copy of this agent with some of its constructor arguments changed.
 

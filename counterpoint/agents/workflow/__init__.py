@@ -5,7 +5,10 @@ scheduler, durable checkpoints with resume, live refinement, and KV reuse betwee
 - :mod:`.scheduler`: :class:`Scheduler` and its :class:`SchedulerConfig`, :class:`RetryPolicy`.
 - :mod:`.context`: what a task's agent is told (Flow's context, as prompt segments).
 - :mod:`.events`: the run's events (registered kinds).
-- :mod:`.workflow`: :class:`Workflow`, the SDK's face: run, stream, resume.
+- :mod:`.store`: the durable checkpoints (SQLite, in the traces database).
+- :mod:`.planner`, :mod:`.scoring`, :mod:`.patch`: candidate graphs from a planner agent, Flow's
+  scores, and validated patches for refinement.
+- :mod:`.workflow`: :class:`Workflow`, the SDK's face: run, stream, resume, plan.
 """
 
 from counterpoint.agents.workflow.context import TaskContext
@@ -21,12 +24,16 @@ from counterpoint.agents.workflow.events import (
 )
 from counterpoint.agents.workflow.graph import Graph, Task, WorkflowError
 from counterpoint.agents.workflow.outcome import TaskOutcome
+from counterpoint.agents.workflow.patch import Patch, PatchError, apply_patch
+from counterpoint.agents.workflow.planner import Planner, PlanResult
 from counterpoint.agents.workflow.scheduler import (
+    Proposal,
     Refinement,
     RetryPolicy,
     Scheduler,
     SchedulerConfig,
 )
+from counterpoint.agents.workflow.scoring import dependency_complexity, parallelism
 from counterpoint.agents.workflow.workflow import (
     Workflow,
     WorkflowHandle,
@@ -36,8 +43,13 @@ from counterpoint.agents.workflow.workflow import (
 
 __all__ = [
     "Graph",
+    "Patch",
     "PatchApplied",
+    "PatchError",
     "PatchRejected",
+    "PlanResult",
+    "Planner",
+    "Proposal",
     "Refinement",
     "RetryPolicy",
     "Scheduler",
@@ -55,5 +67,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowResult",
     "WorkflowStarted",
+    "apply_patch",
+    "dependency_complexity",
+    "parallelism",
     "run_agent_task",
 ]

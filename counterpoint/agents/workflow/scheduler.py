@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from counterpoint.agents.workflow.context import TaskContext
 from counterpoint.agents.workflow.events import (
@@ -45,6 +45,7 @@ from counterpoint.errors import ConfigError
 __all__ = [
     "Checkpoint",
     "FailurePolicy",
+    "Proposal",
     "Refinement",
     "Refiner",
     "ResultCache",
@@ -92,8 +93,10 @@ class SchedulerConfig:
     """How a workflow runs.
 
     ``max_concurrency`` bounds the tasks running at once (None: unbounded); ``limits`` bounds them
-    per agent name; ``timeout_s`` is each attempt's default time limit (a task's own wins);
-    ``on_failure`` is what a failed task means for its dependents.
+    per agent name (key ``NAME``) or per model (key ``model:KEY``, where KEY is the agents'
+    :attr:`~counterpoint.agents.agent.Agent.model_key`, e.g. ``model:embedded``); ``timeout_s``
+    is each attempt's default time limit (a task's own wins); ``on_failure`` is what a failed
+    task means for its dependents.
     """
 
     max_concurrency: int | None = None
@@ -153,7 +156,15 @@ class Refinement:
         return self.running | frozenset(self.outcomes)
 
 
-Refiner = Callable[[Refinement], Awaitable[Graph | None]]
+@dataclass(frozen=True)
+class Proposal:
+    """A refiner's proposal: the patched graph, and the patch as data (for the trace)."""
+
+    graph: Graph
+    patch: Mapping[str, Any] = field(default_factory=dict)
+
+
+Refiner = Callable[[Refinement], Awaitable[Proposal | Graph | None]]
 """Proposes the patched graph (or None for no change); raising :class:`WorkflowError` rejects
 the proposal with its message as the reason."""
 
@@ -198,7 +209,8 @@ class Scheduler:
         self.error: str | None = None
         """Why the run failed (a task under the ``fail`` policy, or a checkpoint error)."""
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._by_agent: dict[str, int] = {}
+        self._by_group: dict[str, int] = {}
+        self._groups: dict[str, tuple[str, ...]] = {}
         self._ready: list[tuple[float, int, str]] = []
         self._queued: set[str] = set()
         self._held: dict[str, list[tuple[float, int, str]]] = {}
@@ -249,6 +261,7 @@ class Scheduler:
         self._ready = []
         self._held = {}
         self._queued = set()
+        self._groups = {tid: g for tid, g in self._groups.items() if tid in self._running}
         for tid, task in graph.tasks.items():
             if tid in self.outcomes or tid in self._running:
                 continue
@@ -288,16 +301,28 @@ class Scheduler:
             tid = item[2]
             if tid not in self._queued:
                 continue  # removed by a patch
-            agent = self.graph[tid].agent_name
-            cap = limits.get(agent)
-            if cap is not None and self._by_agent.get(agent, 0) >= cap:
-                heapq.heappush(self._held.setdefault(agent, []), item)
+            groups = self._groups_of(tid) if limits else ()
+            full = next((g for g in groups if self._by_group.get(g, 0) >= limits[g]), None)
+            if full is not None:
+                heapq.heappush(self._held.setdefault(full, []), item)
                 continue
-            self._launch(tid, agent)
+            self._launch(tid, groups)
 
-    def _launch(self, tid: str, agent: str) -> None:
+    def _groups_of(self, tid: str) -> tuple[str, ...]:
+        """The concurrency groups (with a limit) that task ``tid`` counts against."""
+        groups = self._groups.get(tid)
+        if groups is None:
+            task = self.graph[tid]
+            names = [task.agent_name]
+            if any(key.startswith("model:") for key in self.config.limits):
+                names.append(f"model:{self.graph.agent_of(task).model_key}")
+            groups = self._groups[tid] = tuple(g for g in names if g in self.config.limits)
+        return groups
+
+    def _launch(self, tid: str, groups: tuple[str, ...]) -> None:
         self._queued.discard(tid)
-        self._by_agent[agent] = self._by_agent.get(agent, 0) + 1
+        for group in groups:
+            self._by_group[group] = self._by_group.get(group, 0) + 1
         self._running[tid] = asyncio.get_running_loop().create_task(
             self._execute(tid), name=f"workflow task {tid}"
         )
@@ -442,12 +467,11 @@ class Scheduler:
     def _finish(self, outcome: TaskOutcome, *, record: bool = True) -> None:
         tid = outcome.task_id
         self._running.pop(tid, None)
-        task = self.graph.tasks.get(tid)
-        agent = task.agent_name if task is not None else ""
-        self._by_agent[agent] = max(0, self._by_agent.get(agent, 1) - 1)
-        held = self._held.get(agent)
-        if held:
-            heapq.heappush(self._ready, heapq.heappop(held))
+        for group in self._groups.get(tid, ()):
+            self._by_group[group] = max(0, self._by_group.get(group, 1) - 1)
+            held = self._held.get(group)
+            if held:
+                heapq.heappush(self._ready, heapq.heappop(held))
         self.outcomes[tid] = outcome
         self.bus.publish(
             TaskFinished.model_construct(
@@ -585,9 +609,12 @@ class Scheduler:
                 asyncio.get_running_loop().call_soon(self._check_done)
         if proposed is None or self._stopping:
             return
-        self.apply(proposed)
+        if isinstance(proposed, Proposal):
+            self.apply(proposed.graph, patch=proposed.patch)
+        else:
+            self.apply(proposed)
 
-    def apply(self, proposed: Graph, *, patch: Mapping[str, object] | None = None) -> bool:
+    def apply(self, proposed: Graph, *, patch: Mapping[str, Any] | None = None) -> bool:
         """Adopt ``proposed`` if it keeps every running or ended task as it is; else reject it.
 
         Returns whether it was applied (a ``patch_applied`` or ``patch_rejected`` event says
@@ -615,7 +642,7 @@ class Scheduler:
         self._check_done()
         return True
 
-    def _reject(self, patch: dict[str, object] | None, reason: str) -> None:
+    def _reject(self, patch: dict[str, Any] | None, reason: str) -> None:
         self.bus.publish(
             PatchRejected(run_id=self.run_id, t=self.clock(), patch=patch, reason=reason)
         )

@@ -50,6 +50,7 @@ from counterpoint.core.events import BaseEvent, Done, EventSink, RunStarted
 from counterpoint.runtime.backends.base import Model
 
 if TYPE_CHECKING:
+    from counterpoint.agents.workflow.planner import Planner
     from counterpoint.agents.workflow.store import WorkflowStore
 
 __all__ = ["Workflow", "WorkflowHandle", "WorkflowResult", "run_agent_task"]
@@ -211,6 +212,25 @@ class Workflow(Graph):
         return asyncio.run(self.run(**options))
 
     # -- construction helpers --------------------------------------------------------------------
+
+    @classmethod
+    async def plan(
+        cls,
+        goal: str,
+        agents: Mapping[str, Agent],
+        *,
+        planner: Agent | Planner,
+        name: str = "workflow",
+        config: SchedulerConfig | None = None,
+    ) -> Workflow:
+        """A workflow for ``goal`` that ``planner`` proposes (K candidate graphs as JSON,
+        validated, re-asked on errors, the best chosen by parallelism and dependency
+        complexity; see :class:`~counterpoint.agents.workflow.planner.Planner`)."""
+        from counterpoint.agents.workflow.planner import Planner
+
+        chosen = planner if isinstance(planner, Planner) else Planner(planner)
+        plan = await chosen.plan(goal, agents)
+        return cls(plan.graph, goal=goal, agents=agents, name=name, config=config)
 
     def rebuilt(self, tasks: list[dict[str, Any]], version: int) -> Workflow:
         """This workflow's agents and settings with a stored task list (a resume, a patch)."""

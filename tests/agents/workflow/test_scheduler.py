@@ -113,6 +113,29 @@ async def test_global_and_per_agent_concurrency_bounds() -> None:
     assert runner.max_active["b"] <= 3
 
 
+async def test_a_per_model_bound_spans_agents_that_share_the_model() -> None:
+    shared = ScriptedModel(["x"], name="shared-model")
+    one = Agent("one", model=shared, tracer=False)
+    two = Agent("two", model=shared, tracer=False)
+    assert one.model_key == "shared-model"
+    tasks = [t(f"p{i}", agent=one) for i in range(4)] + [t(f"q{i}", agent=two) for i in range(4)]
+    active = 0
+    peak = 0
+
+    async def runner(task: Task, ctx: TaskContext) -> str:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.005)
+        active -= 1
+        return ""
+
+    config = SchedulerConfig(limits={"model:shared-model": 2}, retry=FAST)
+    s, _ = scheduler(Graph(tasks), runner, config=config)
+    out = await s.run()
+    assert all(o.status == "ok" for o in out.values()) and peak == 2
+
+
 async def test_a_task_that_hangs_times_out_and_is_retried_then_fails() -> None:
     calls: list[int] = []
 

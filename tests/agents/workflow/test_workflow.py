@@ -143,3 +143,47 @@ def test_agent_replace_keeps_everything_else() -> None:
     assert b.tools is a.tools
     with pytest.raises(TypeError, match="unknown field"):
         a.replace(colour="red")
+
+
+PLAN = (
+    '{"tasks": [{"id": "a", "objective": "Find it.", "agent": "worker", "needs": []},'
+    ' {"id": "b", "objective": "Explain it.", "agent": "worker", "needs": ["a"]}]}'
+)
+PATCH = (
+    '{"add": [{"id": "c", "objective": "Check it.", "agent": "worker", "needs": ["a"]}],'
+    ' "reason": "a check helps"}'
+)
+
+
+async def test_a_planned_workflow_runs() -> None:
+    planner = Agent("planner", model=ScriptedModel(PLAN), tracer=False)
+    worker = agent("worker", "done")
+    wf = await Workflow.plan("Explain tides.", {"worker": worker}, planner=planner)
+    assert [(t.id, t.needs) for t in wf] == [("a", ()), ("b", ("a",))]
+    result = await wf.run(durable=False, tracer=False)
+    assert result.status == "ok" and result.text == "done"
+
+
+async def test_refinement_applies_a_valid_patch_and_records_a_rejected_one() -> None:
+    from counterpoint.agents.workflow import Planner, SchedulerConfig
+
+    worker = agent("worker", "done")
+    planner = Planner(Agent("planner", model=ScriptedModel(PATCH), tracer=False))
+    wf = Workflow(
+        [Task("a", "Find it.", worker), Task("b", "Explain it.", worker, needs=["a"])],
+        goal="Explain tides.",
+        config=SchedulerConfig(refine_every=1),
+    )
+    events: list[BaseEvent] = []
+    result = await wf.run(
+        durable=False,
+        tracer=events.append,  # type: ignore[arg-type]
+        refiner=planner.refiner(wf.goal),
+    )
+    assert result.status == "ok" and set(result.outcomes) == {"a", "b", "c"}
+    applied = [e for e in events if e.kind == "patch_applied"]
+    rejected = [e for e in events if e.kind == "patch_rejected"]
+    assert len(applied) == 1 and applied[0].patch["reason"] == "a check helps"  # type: ignore[attr-defined]
+    assert rejected and "'c'" in rejected[0].reason  # type: ignore[attr-defined]
+    assert wf.version == 0  # the caller's graph is untouched; the run's copy was patched
+    assert result.version == 1
