@@ -187,3 +187,60 @@ async def test_refinement_applies_a_valid_patch_and_records_a_rejected_one() -> 
     assert rejected and "'c'" in rejected[0].reason  # type: ignore[attr-defined]
     assert wf.version == 0  # the caller's graph is untouched; the run's copy was patched
     assert result.version == 1
+
+
+async def test_a_cancelled_run_resumes_without_rerunning_finished_tasks(tmp_path: Path) -> None:
+    db = tmp_path / "wf.db"
+    quick = ScriptedModel("quick result")
+    slow = ScriptedModel("word " * 400, token_time_s=0.01)
+    fast_agent = Agent("fast", model=quick, tracer=False)
+    slow_agent = Agent("slow", model=slow, tracer=False)
+    tasks = [
+        Task("a", "first", fast_agent),
+        Task("b", "long", slow_agent, needs=["a"]),
+        Task("c", "after", fast_agent, needs=["b"]),
+    ]
+    handle = Workflow(tasks, name="cancel-me").start(db=db, tracer=False)
+    while not any(e.kind == "task_started" and e.task_id == "b" for e in handle._history):  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+    await handle.cancel()
+    runs_of_a = len(quick.decoders)
+    assert runs_of_a == 1
+
+    # the process "restarts": new agents on fresh models, same names
+    quick2, slow2 = ScriptedModel("quick again"), ScriptedModel("slow done")
+    again = Workflow(
+        [
+            Task("a", "first", Agent("fast", model=quick2, tracer=False)),
+            Task("b", "long", Agent("slow", model=slow2, tracer=False), needs=["a"]),
+            Task("c", "after", "fast", needs=["b"]),
+        ],
+        name="cancel-me",
+    )
+    result = await again.run(resume=handle.run_id, db=db, tracer=False)
+    assert result.status == "ok" and result.resumed
+    assert result.results == {"a": "quick result", "b": "slow done", "c": "quick again"}
+    # a was not run again: quick2 served only c
+    assert len(quick2.decoders) == 1 and "Your task (c)" in quick2.decoders[0].prompt.text
+
+
+async def test_the_result_cache_serves_an_identical_task(tmp_path: Path) -> None:
+    db = tmp_path / "wf.db"
+    model = ScriptedModel("cached answer")
+    worker = Agent("worker", model=model, tracer=False)
+    first = await Workflow([Task("a", "same", worker)]).run(db=db, tracer=False, cache=True)
+    second = await Workflow([Task("a", "same", worker)]).run(db=db, tracer=False, cache=True)
+    other = await Workflow([Task("a", "different", worker)]).run(db=db, tracer=False, cache=True)
+    assert first.outcomes["a"].status == "ok"
+    assert second.outcomes["a"].status == "cached"
+    assert second.outcomes["a"].result == "cached answer"
+    assert other.outcomes["a"].status == "ok"
+    assert len(model.decoders) == 2
+
+
+async def test_resuming_an_unknown_run_names_it(tmp_path: Path) -> None:
+    from counterpoint.agents.workflow import WorkflowError
+
+    wf = Workflow([Task("a", "x", agent("w", "y"))])
+    with pytest.raises(WorkflowError, match="no workflow run 'nope'"):
+        await wf.run(resume="nope", db=tmp_path / "wf.db", tracer=False)
