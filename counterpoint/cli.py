@@ -109,6 +109,39 @@ def demo() -> None:
     run_demo(_console)
 
 
+@app.command()
+def tui(
+    model: Annotated[
+        str,
+        typer.Option(help="embedded, a local model directory, a cached hub id, or openai:NAME."),
+    ] = "embedded",
+    tools: Annotated[
+        str | None, typer.Option(help="Tools to import: pkg.mod (its tools) or pkg.mod:name.")
+    ] = None,
+    mode: Annotated[CallMode, typer.Option(help="Calling mode.")] = CallMode.ASYNC,
+    instructions: Annotated[str | None, typer.Option(help="The agent's instructions.")] = None,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, max=32768, help="Most tokens to generate per run.")
+    ] = 256,
+    db: Annotated[
+        str | None, typer.Option(help="The traces database (default: as traces).")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Open this stored run.")] = None,
+) -> None:
+    """The terminal UI: run an agent and watch its calls on a timeline; browse stored traces."""
+    from counterpoint.tui import launch
+
+    launch(
+        model=model,
+        tools=tools,
+        mode=mode.value,
+        instructions=instructions,
+        max_tokens=max_tokens,
+        db=db,
+        run_id=run_id,
+    )
+
+
 def _mount_subcommands() -> None:
     try:
         from counterpoint.runtime.tracing.cli import traces_app
@@ -118,6 +151,9 @@ def _mount_subcommands() -> None:
     from counterpoint.evals.cli import eval_app
 
     app.add_typer(eval_app, name="eval", help="BFCL-style evals: run, resume, report.")
+    from counterpoint.agents.workflow.cli import workflow_app
+
+    app.add_typer(workflow_app, name="workflow", help="AOV workflows: run, show, resume, list.")
 
 
 _mount_subcommands()

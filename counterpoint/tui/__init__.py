@@ -1,1 +1,70 @@
-"""counterpoint."""
+"""The Textual terminal UI (``counterpoint tui``): the run screen and the traces screens.
+
+Every widget is fed by events: live from a run's bus, or stored in the traces database.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from counterpoint.agents.agent import Agent
+    from counterpoint.core.events import EventSink
+    from counterpoint.runtime.session import Mode
+
+__all__ = ["build_agent", "launch"]
+
+
+def build_agent(
+    *,
+    model: str = "embedded",
+    tools: str | None = None,
+    mode: str = "async",
+    instructions: str | None = None,
+    max_tokens: int = 256,
+    db: str | None = None,
+) -> Agent:
+    """The run screen's agent from the CLI's flags; a bad ``tools`` raises ConfigError first."""
+    from counterpoint.agents.agent import Agent
+    from counterpoint.runtime.backends.base import SamplingParams
+    from counterpoint.runtime.session import Limits
+    from counterpoint.tools.toolset import Toolset
+    from counterpoint.tui._load import load_tools
+
+    toolset = load_tools(tools) if tools else Toolset()
+    tracer: EventSink | bool = True
+    if db is not None:
+        from counterpoint.runtime.tracing import SQLiteTracer
+
+        tracer = SQLiteTracer(db)
+    return Agent(
+        "tui",
+        instructions or "You are a helpful assistant. Answer briefly.",
+        tools=toolset,
+        model=model,
+        mode=cast(Mode, mode),
+        params=SamplingParams(max_tokens=max_tokens),
+        limits=Limits(max_tokens=max_tokens),
+        tracer=tracer,
+    )
+
+
+def launch(
+    *,
+    model: str = "embedded",
+    tools: str | None = None,
+    mode: str = "async",
+    instructions: str | None = None,
+    max_tokens: int = 256,
+    db: str | None = None,
+    run_id: str | None = None,
+) -> None:
+    """Check the flags (errors raise before the UI starts), then run the app."""
+    from counterpoint.tui.app import CounterpointApp, check_run
+
+    if run_id is not None:
+        run_id = check_run(db, run_id)
+    agent = build_agent(
+        model=model, tools=tools, mode=mode, instructions=instructions, max_tokens=max_tokens, db=db
+    )
+    CounterpointApp(agent, db=db, run_id=run_id).run()

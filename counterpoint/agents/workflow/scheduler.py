@@ -282,12 +282,8 @@ class Scheduler:
         self._queued.add(tid)
         priority = self._priority.get(tid, 1.0)
         heapq.heappush(self._ready, (-priority, self._position.get(tid, 0), tid))
-        # model_construct: the scheduler's own events carry checked values; validating them
-        # again would be most of the per-task overhead
         self.bus.publish(
-            TaskReady.model_construct(
-                run_id=self.run_id, t=self.clock(), task_id=tid, priority=priority
-            )
+            TaskReady(run_id=self.run_id, t=self.clock(), task_id=tid, priority=priority)
         )
 
     def _pump(self) -> None:
@@ -352,7 +348,7 @@ class Scheduler:
                 agent_run_id = uuid.uuid4().hex
                 context = context.for_attempt(attempt, agent_run_id)
                 self.bus.publish(
-                    TaskStarted.model_construct(
+                    TaskStarted(
                         run_id=self.run_id,
                         t=started,
                         task_id=tid,
@@ -474,7 +470,7 @@ class Scheduler:
                 heapq.heappush(self._ready, heapq.heappop(held))
         self.outcomes[tid] = outcome
         self.bus.publish(
-            TaskFinished.model_construct(
+            TaskFinished(
                 run_id=self.run_id,
                 t=self.clock(),
                 task_id=tid,
@@ -522,9 +518,7 @@ class Scheduler:
         outcome = TaskOutcome(tid, "skipped", None, why, 0, None, now, None)
         self.outcomes[tid] = outcome
         self.bus.publish(
-            TaskFinished.model_construct(
-                run_id=self.run_id, t=now, task_id=tid, status="skipped", error=why
-            )
+            TaskFinished(run_id=self.run_id, t=now, task_id=tid, status="skipped", error=why)
         )
         if self.checkpoint is not None:
             # recorded for the report (a resume runs skipped tasks again)

@@ -92,7 +92,9 @@ class WorkflowResult:
 async def run_agent_task(task: Task, context: TaskContext, agent: Agent) -> str:
     """The default task runner: ``agent`` runs the task's prompt as a child run of the workflow.
 
-    A run that does not end ``ok`` (an error, a limit, a cancelled call) fails the attempt.
+    A run that ends in an error (or is cancelled) fails the attempt, and so does one that hit
+    its token limit before writing anything; an answer cut short by the agent's ``max_tokens``
+    is its result, as the caller asked.
     """
     result = await agent.run(
         context.prompt(),
@@ -100,7 +102,7 @@ async def run_agent_task(task: Task, context: TaskContext, agent: Agent) -> str:
         parent_run_id=context.workflow_run_id,
         bus=context.bus,
     )
-    if result.status != "ok":
+    if result.status != "ok" and not (result.status == "limit" and result.text.strip()):
         raise WorkflowError(
             f"agent {agent.name!r} ended {result.status}: {result.error or 'no answer'}",
             ids=[task.id],
