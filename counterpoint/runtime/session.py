@@ -206,6 +206,17 @@ class Session:
         if self._started:  # before the run starts, run() reports it right after RunStarted
             self._emit(UserMessage(run_id=self.run_id, t=now, text=text))
 
+    def cancel_call(self, call_id: str) -> bool:
+        """Cancel one running tool call; the run goes on.
+
+        The call's result is ``cancelled`` (a ``call_finished`` event says so) and reaches the
+        model as an interrupt at the next safe point, like any result. Returns whether a call
+        with that id was running.
+        """
+        if self._over:
+            return False
+        return self._executor.cancel(call_id)
+
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, context: Sequence[Message] | Prompt) -> RunResult:

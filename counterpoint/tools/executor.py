@@ -313,6 +313,19 @@ class Executor:
             out.extend(await self.wait())
         return out
 
+    def cancel(self, call_id: str) -> bool:
+        """Cancel the running call ``call_id``; its (``cancelled``) result is posted like any
+        other, so the model learns of it at the next safe point. Returns whether a running call
+        had that id (a finished, unknown or never-started one is left as it is)."""
+        for task, record in list(self._tasks.items()):
+            if record.call.id == call_id and not record.settled:
+                task.cancel()
+                for tool_task, (_name, cid) in list(self._tool_tasks.items()):
+                    if cid == call_id:
+                        tool_task.cancel()
+                return True
+        return False
+
     async def aclose(self) -> None:
         """Cancel every running call and wait for the tools to stop, ``cancel_grace_s`` at most.
 

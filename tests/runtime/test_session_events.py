@@ -494,3 +494,32 @@ async def test_an_unreadable_native_call_is_a_protocol_violation() -> None:
     assert [i.call_ids for i in _of(events, InterruptInjected)] == [["n2"]]
     done = _of(events, Done)
     assert len(done) == 1 and done[0].status == "ok"
+
+
+@tool
+async def stuck() -> str:
+    """A tool that would run for a minute."""
+    await asyncio.sleep(60)
+    return "never"
+
+
+async def test_cancelling_one_call_tells_the_model_and_the_run_goes_on() -> None:
+    script = [
+        "[CALL] c1 [HEAD] stuck() [END]\n[CALL] c2 [HEAD] fast(x=2) [END]\n[TRAP][END]",
+        "Got 2. [TRAP][END]",
+        "The first was cancelled.",
+    ]
+    model = ScriptedModel(script)
+    events: list[BaseEvent] = []
+    session = Session(model, Toolset([stuck, fast]), mode="async", emit=events.append)
+    task = asyncio.create_task(session.run(MSGS))
+    await _wait_for(events, lambda e: isinstance(e, CallStarted) and e.call_id == "c1")
+    assert session.cancel_call("nobody") is False
+    assert session.cancel_call("c1") is True
+    result = await asyncio.wait_for(task, 10)
+    assert result.status == "ok" and result.text.endswith("The first was cancelled.")
+    finished = {e.call_id: e for e in _of(events, CallFinished)}
+    assert finished["c1"].error == "cancelled" and finished["c2"].ok
+    injected = [r for r in _decoder(model).injected if isinstance(r, CallResult)]
+    assert {r.call.id: r.error for r in injected} == {"c1": "cancelled", "c2": None}
+    assert session.cancel_call("c1") is False  # the run is over

@@ -664,3 +664,23 @@ async def test_progress_after_timeout_is_dropped() -> None:
     for _ in range(3):  # let the loop run the callback the thread scheduled
         await asyncio.sleep(0)
     assert [e.message for e in rec.of(CallProgress)] == ["in time"]
+
+
+# -- cancelling one call ----------------------------------------------------------------------
+
+
+async def test_cancelling_one_call_posts_its_cancelled_result_and_spares_the_others() -> None:
+    ex, rec = make_executor(sleep_for)
+    ex.submit(Call("long", "sleep_for", {"seconds": 30}))
+    ex.submit(Call("short", "sleep_for", {"seconds": 0.05, "label": "kept"}))
+    await asyncio.sleep(0)
+    assert ex.cancel("long") is True
+    results = {r.call.id: r for r in await ex.wait_all()}
+    assert results["long"].ok is False and results["long"].error == "cancelled"
+    assert results["short"].ok is True and "kept" in results["short"].text
+    finished = {e.call_id: e for e in rec.of(CallFinished)}
+    assert finished["long"].error == "cancelled" and finished["short"].ok
+    assert ex.cancel("long") is False  # already finished
+    assert ex.cancel("nobody") is False
+    assert ex.running == 0 and only_task_left()
+    await ex.aclose()

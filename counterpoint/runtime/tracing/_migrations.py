@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 APPLICATION_ID = 0x43505452  # "CPTR"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -226,17 +225,24 @@ def check_file(path: Path) -> int:
     size = path.stat().st_size
     if size == 0:
         return 0
-    with path.open("rb") as f:
-        header = f.read(100)
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise TraceStoreError(
-            f"The traces database {path} is not an SQLite database (its header is wrong: the file "
-            f"is damaged or is something else). {_advice(path)}"
-        )
+    # The file is read through SQLite only, never opened and closed by hand: closing any other
+    # descriptor of the file would drop the POSIX locks this process's SQLite connections hold on
+    # it (see https://sqlite.org/howtocorrupt.html, 2.2), and another process could then reset
+    # the WAL under them (they get "disk I/O error").
     uri = "file:" + urllib.parse.quote(str(path)) + "?mode=rw"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=10.0)
     except sqlite3.Error as e:
+        raise TraceStoreError(f"Cannot open the traces database {path}: {e}.") from e
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        if "not a database" in str(e):
+            raise TraceStoreError(
+                f"The traces database {path} is not an SQLite database (its header is wrong: the "
+                f"file is damaged or is something else). {_advice(path)}"
+            ) from e
         raise TraceStoreError(f"Cannot open the traces database {path}: {e}.") from e
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]

@@ -6,6 +6,8 @@ model serves every agent of a workflow:
 
 - :func:`fast`: ``result of ID`` at once;
 - :func:`slow`: the same, but a task whose id starts with ``slow`` takes about 1.5 s;
+- :func:`stalled`: a task whose id starts with ``slow`` does not finish within a test's patience
+  (a minute a token): a process killed while it runs has certainly not finished it;
 - :func:`failing`: a task whose id starts with ``bad`` fails every attempt;
 - :func:`planner`: a planning prompt gets a fixed plan (a diamond over ``analyst`` and
   ``writer``); a task gets ``result of ID``.
@@ -95,6 +97,10 @@ def fast() -> ByTask:
 def slow() -> ByTask:
     # "result of slowX" is 3 tokens: 0.5 s each
     return ByTask(_result, lambda tid: 0.5 if tid.startswith("slow") else 0.0)
+
+
+def stalled() -> ByTask:
+    return ByTask(_result, lambda tid: 60.0 if tid.startswith("slow") else 0.0)
 
 
 def failing() -> ByTask:

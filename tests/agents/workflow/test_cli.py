@@ -22,7 +22,9 @@ from counterpoint.runtime.tracing import TraceStore, query
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = "tests.agents.workflow._cli_models"
-FAST, SLOW, FAILING, PLANNER = (f"{MODELS}:{n}" for n in ("fast", "slow", "failing", "planner"))
+FAST, SLOW, STALLED, FAILING, PLANNER = (
+    f"{MODELS}:{n}" for n in ("fast", "slow", "stalled", "failing", "planner")
+)
 
 WORKFLOW = """\
 name: demo
@@ -327,7 +329,8 @@ def test_an_interrupted_run_resumes_without_rerunning_finished_tasks(
     path = tmp_path / "slow.yaml"
     path.write_text(SLOW_WORKFLOW)
     run_id = f"interrupted-{sig.name.lower()}"
-    child = _cli_process("run", str(path), "--model", SLOW, "--db", db, "--run-id", run_id)
+    # the slow tasks stall: the kill lands while slow_c runs, however loaded the machine is
+    child = _cli_process("run", str(path), "--model", STALLED, "--db", db, "--run-id", run_id)
     try:
         _wait_for_finished(db, run_id, {"a", "b"})
         child.send_signal(sig)

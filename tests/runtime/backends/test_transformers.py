@@ -525,10 +525,16 @@ async def test_inject_writes_neutralised_interrupts(model: TransformersModel) ->
 
 
 @pytest.mark.model
-async def test_the_prefix_cache_serves_a_shared_prompt_exactly(model: TransformersModel) -> None:
+async def test_the_prefix_cache_serves_a_shared_prompt_exactly() -> None:
     """Two runs sharing a system prompt: the second reuses its KV and decodes the same tokens as a
-    model without a prefix cache."""
-    plain = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
+    model without a prefix cache.
+
+    In fp32: in bf16 (``dtype="auto"`` on a CPU with native bf16) the suffix prefilled after the
+    reused KV rounds differently from one whole prefill, and the 135M model's greedy answer can
+    flip (seen on an AMX CPU: "Il capo di Italy..." against "The capital of Italy is Rome.").
+    """
+    model = TransformersModel.load(dtype="float32", prefix_cache=False)
+    plain = model
     system = Message(role="system", content="You are a geography tutor. " * 20)
     first = [system, Message(role="user", content="What is the capital of France?")]
     second = [system, Message(role="user", content="What is the capital of Italy?")]

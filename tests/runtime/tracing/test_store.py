@@ -241,3 +241,33 @@ def test_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert resolve_db_path(":memory:") == ":memory:"
     monkeypatch.setenv(ENV_VAR, ":memory:")
     assert resolve_db_path() == ":memory:"
+
+
+def test_opening_a_second_store_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Opening another store on a file this process already writes must not drop the first
+    store's POSIX locks (closing any descriptor of the file would): else another process that
+    opens and closes the file believes itself the last user, resets the WAL, and the first
+    store's next write fails with "disk I/O error"."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "traces.db"
+    first = TraceStore(path)
+    with first.connect() as conn, conn.begin():
+        conn.exec_driver_sql("CREATE TABLE probe (n INTEGER)")
+    code = (
+        "import sys; from counterpoint.runtime.tracing.store import TraceStore\n"
+        "for _ in range(5):\n"
+        "    with TraceStore(sys.argv[1]) as s, s.connect() as c:\n"
+        "        c.exec_driver_sql('SELECT count(*) FROM probe').scalar_one()\n"
+    )
+    try:
+        with first.connect() as held:  # a connection the first store keeps open
+            for n in range(5):
+                TraceStore(path).close()  # a second store, opened and closed in this process
+                subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+                with held.begin():
+                    held.exec_driver_sql(f"INSERT INTO probe VALUES ({n})")
+            assert held.exec_driver_sql("SELECT count(*) FROM probe").scalar_one() == 5
+    finally:
+        first.close()
