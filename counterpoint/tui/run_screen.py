@@ -349,6 +349,7 @@ class RunScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel_run", "Cancel run"),
+        Binding("ctrl+k", "cancel_call", "Cancel call"),
         Binding("ctrl+e", "toggle_calls", "Expand calls"),
     ]
 
@@ -428,6 +429,21 @@ class RunScreen(Screen[None]):
             await self.handle.cancel()
             await self.wait_run()
             self.notify("Run cancelled.")
+
+    def action_cancel_call(self) -> None:
+        """Cancel one running tool call: the focused one, else the latest started; the model
+        gets a ``cancelled`` result and goes on."""
+        running = [b for b in self.view.calls.values() if b.status == "running"]
+        if self.handle is None or self.handle.done or not running:
+            self.notify("No tool call is running.", severity="information")
+            return
+        focused = self.focused
+        chosen = next(
+            (b for b in running if focused is not None and b in focused.ancestors_with_self), None
+        )
+        block = chosen or max(running, key=lambda b: b.started_t or 0.0)
+        if self.handle.cancel_call(block.call_id):
+            self.notify(f"Cancelled {block.call_id} {block.call_name}.")
 
     def action_toggle_calls(self) -> None:
         blocks = list(self.view.calls.values())

@@ -11,10 +11,21 @@ from counterpoint.tui.run_screen import CallBlock, RunScreen
 from tests.tui._fixtures import TWO_CALLS, agent
 
 
-async def _submit(app: CounterpointApp, pilot: object, text: str) -> None:
-    box = app.screen.query_one("#prompt", Input)
+async def _submit(app: CounterpointApp, pilot: object, text: str, *, starts: bool = True) -> None:
+    screen = app.screen
+    assert isinstance(screen, RunScreen)
+    before = screen.handle
+    box = screen.query_one("#prompt", Input)
     box.value = text
     await box.action_submit()
+    if not starts:
+        await asyncio.sleep(0.05)
+        return
+    for _ in range(500):  # the Submitted message is handled on a later tick: wait for the run
+        if screen.handle is not before:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the prompt started no run")
 
 
 async def test_two_calls_reach_ok_and_expand() -> None:
@@ -75,7 +86,7 @@ async def test_typing_mid_run_sends_a_user_interrupt() -> None:
         await _submit(app, pilot, "time in Rome?")
         await asyncio.sleep(0.05)
         assert screen.running
-        await _submit(app, pilot, "also Paris")
+        await _submit(app, pilot, "also Paris", starts=False)
         await screen.wait_run()
         await pilot.pause()
         notes = [str(w.render()) for w in screen.query(".user-interrupt")]
@@ -98,3 +109,30 @@ async def test_quit_mid_run_cancels_cleanly() -> None:
         await pilot.pause()
     assert handle.done
     assert screen.view.state.status == "cancelled"
+
+
+async def test_cancel_one_call_and_the_run_goes_on() -> None:
+    script = [
+        '[CALL] c1 [HEAD] slow(term="x") [END]\n[CALL] c2 [HEAD] get_weather(city="Oslo") [END]'
+        "\n[TRAP][END]",
+        "Oslo is clear. [TRAP][END]",
+        "The slow one was cancelled.",
+    ]
+    app = CounterpointApp(agent(script))
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        await _submit(app, pilot, "go")
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if screen.view.state.calls_done == 1:
+                break
+        assert screen.view.calls["c1"].status == "running"
+        await pilot.press("ctrl+k")
+        await screen.wait_run()
+        await pilot.pause()
+        assert screen.view.state.status == "ok"
+        assert screen.view.calls["c1"].status == "cancelled"
+        assert screen.view.calls["c2"].status == "ok"
+        answer = "".join(seg.shown for seg in screen.view.state.segments)
+        assert "The slow one was cancelled." in answer
