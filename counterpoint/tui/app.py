@@ -1,4 +1,4 @@
-"""The counterpoint terminal UI: a run screen and a traces screen, fed by events only."""
+"""The counterpoint terminal UI: run, traces and evals screens, fed by events only."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from textual.screen import Screen
 
 from counterpoint.runtime.tracing import query
 from counterpoint.runtime.tracing.store import TraceStore
+from counterpoint.tui.evals_screen import EvalsScreen
 from counterpoint.tui.run_screen import RunScreen
 from counterpoint.tui.traces_screen import RunDetailScreen, TracesScreen
 
@@ -44,6 +45,7 @@ class CounterpointApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f2", "show_run", "Run"),
         Binding("f3", "show_traces", "Traces"),
+        Binding("f4", "show_evals", "Evals"),
         Binding("f1", "toggle_help", "Help"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -65,10 +67,14 @@ class CounterpointApp(App[None]):
         self.export_dir = export_dir if export_dir is not None else Path.cwd()
         self.run_screen = RunScreen(agent, clock=clock)
         self.traces_screen = TracesScreen(db, export_dir=self.export_dir)
+        self.evals_screen = EvalsScreen(
+            db, on_open_run=self._open_run_from_evals, export_dir=self.export_dir
+        )
 
     def on_mount(self) -> None:
         self.install_screen(self.run_screen, "run")
         self.install_screen(self.traces_screen, "traces")
+        self.install_screen(self.evals_screen, "evals")
         if self.start_run_id is not None:
             self.push_screen("traces")
             self.traces_screen.open_run(self.start_run_id)
@@ -79,6 +85,7 @@ class CounterpointApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Run screen", "Type a prompt and watch the run", self.action_show_run)
         yield SystemCommand("Traces", "Browse the recorded runs", self.action_show_traces)
+        yield SystemCommand("Evals", "Run a BFCL eval and read its report", self.action_show_evals)
         yield SystemCommand("Cancel run", "Cancel the current run", self.action_cancel_run)
         yield SystemCommand("Expand calls", "Expand or collapse every call", self._toggle_calls)
         if isinstance(screen, RunDetailScreen):
@@ -97,6 +104,14 @@ class CounterpointApp(App[None]):
     def action_show_traces(self) -> None:
         self._show("traces")
         self.traces_screen.action_reload()
+
+    def action_show_evals(self) -> None:
+        self._show("evals")
+
+    def _open_run_from_evals(self, run_id: str) -> None:
+        self._show("traces")
+        self.traces_screen.action_reload()
+        self.traces_screen.open_run(run_id)
 
     def _show(self, name: str) -> None:
         target = self.get_screen(name)
@@ -119,4 +134,7 @@ class CounterpointApp(App[None]):
     async def action_quit(self) -> None:
         """Quit; a run still going is cancelled first (its trace stays complete so far)."""
         await self.run_screen.cancel_run()
+        if self.evals_screen.running:
+            self.evals_screen.action_cancel_eval()
+            await self.evals_screen.wait_eval()
         self.exit()

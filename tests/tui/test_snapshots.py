@@ -23,21 +23,18 @@ def _frozen() -> float:
     return 1000.0
 
 
-def test_run_screen_parallel_calls_resolved(snap_compare: SnapCompare) -> None:
-    app = CounterpointApp(None, clock=_frozen)
-
-    async def feed(pilot: Pilot[Any]) -> None:
-        view = app.run_screen.view
-        for event in fixed_events():
-            view.feed(event)
-        await view.flush()
-        for block in view.calls.values():
-            if block.call_id == "c2":
-                block.collapsed = False
+async def _settle(pilot: Pilot[Any], app: CounterpointApp) -> None:
+    """Wait until every answer segment's Markdown has mounted its blocks (they mount over later
+    ticks, after ``update`` returns), so the screenshot never catches one still empty."""
+    view = app.run_screen.view
+    for _ in range(200):
         await pilot.pause()
-        await view.flush()
-
-    assert snap_compare(app, terminal_size=(100, 40), run_before=feed)
+        segments = [
+            seg for seg in view.state.segments if seg.widget is not None and seg.shown.strip()
+        ]
+        if all(seg.widget is not None and seg.widget.children for seg in segments):
+            break
+    await pilot.pause()
 
 
 def test_run_screen_parallel_calls_pending(snap_compare: SnapCompare) -> None:
@@ -50,7 +47,7 @@ def test_run_screen_parallel_calls_pending(snap_compare: SnapCompare) -> None:
             view.feed(event)
         view._run_clock0 = _frozen() - 1.0  # "now" is 1.0 s into the run
         await view.flush()
-        await pilot.pause()
+        await _settle(pilot, app)
 
     assert snap_compare(app, terminal_size=(100, 40), run_before=feed)
 
