@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -112,9 +113,12 @@ def demo() -> None:
 @app.command()
 def tui(
     model: Annotated[
-        str,
-        typer.Option(help="embedded, a local model directory, a cached hub id, or openai:NAME."),
-    ] = "embedded",
+        str | None,
+        typer.Option(
+            help="embedded (default), a local model directory, a cached hub id, or openai:NAME; "
+            "with --workflow, the model of agents that name none (default: the file's)."
+        ),
+    ] = None,
     tools: Annotated[
         str | None, typer.Option(help="Tools to import: pkg.mod (its tools) or pkg.mod:name.")
     ] = None,
@@ -127,6 +131,21 @@ def tui(
         str | None, typer.Option(help="The traces database (default: as traces).")
     ] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="Open this stored run.")] = None,
+    workflow: Annotated[
+        Path | None,
+        typer.Option(
+            "--workflow",
+            dir_okay=False,
+            help="A workflow file (.yaml or .json) for the workflow screen (ctrl+r runs it).",
+        ),
+    ] = None,
+    theme: Annotated[
+        str | None,
+        typer.Option(
+            help="A Textual theme (default: ansi-dark on a 16-colour terminal, else textual-dark;"
+            " $COUNTERPOINT_TUI_THEME)."
+        ),
+    ] = None,
 ) -> None:
     """The terminal UI: run an agent and watch its calls on a timeline; browse stored traces."""
     from counterpoint.tui import launch
@@ -139,6 +158,8 @@ def tui(
         max_tokens=max_tokens,
         db=db,
         run_id=run_id,
+        workflow=workflow,
+        theme=theme,
     )
 
 

@@ -1,10 +1,11 @@
-"""The Textual terminal UI (``counterpoint tui``): the run screen and the traces screens.
+"""The Textual terminal UI (``counterpoint tui``): the run, workflow, traces and evals screens.
 
 Every widget is fed by events: live from a run's bus, or stored in the traces database.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
@@ -51,20 +52,38 @@ def build_agent(
 
 def launch(
     *,
-    model: str = "embedded",
+    model: str | None = None,
     tools: str | None = None,
     mode: str = "async",
     instructions: str | None = None,
     max_tokens: int = 256,
     db: str | None = None,
     run_id: str | None = None,
+    workflow: str | os.PathLike[str] | None = None,
+    theme: str | None = None,
 ) -> None:
-    """Check the flags (errors raise before the UI starts), then run the app."""
-    from counterpoint.tui.app import CounterpointApp, check_run
+    """Check the flags (errors raise before the UI starts), then run the app.
 
+    ``model`` None: the embedded model for the run screen, and for a workflow the models its
+    file names. ``workflow``: a workflow file, opened on the workflow screen.
+    """
+    from counterpoint.tui.app import CounterpointApp, check_run, check_theme
+
+    if theme is not None:
+        theme = check_theme(theme)
     if run_id is not None:
         run_id = check_run(db, run_id)
+    loaded = None
+    if workflow is not None:
+        from counterpoint.agents.workflow.loading import load_workflow
+
+        loaded = load_workflow(workflow, model=model)
     agent = build_agent(
-        model=model, tools=tools, mode=mode, instructions=instructions, max_tokens=max_tokens, db=db
+        model=model or "embedded",
+        tools=tools,
+        mode=mode,
+        instructions=instructions,
+        max_tokens=max_tokens,
+        db=db,
     )
-    CounterpointApp(agent, db=db, run_id=run_id).run()
+    CounterpointApp(agent, db=db, run_id=run_id, workflow=loaded, theme=theme).run()

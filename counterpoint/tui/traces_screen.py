@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, Tree
 
 from counterpoint.runtime.tracing import query
-from counterpoint.runtime.tracing.models import RunRecord, SpanRecord
+from counterpoint.runtime.tracing.models import RunRecord, SpanKind, SpanRecord
 from counterpoint.runtime.tracing.query import SpanNode
 from counterpoint.runtime.tracing.store import TraceStore
 from counterpoint.tui.timeline import Timeline, TimelineModel
@@ -134,10 +136,18 @@ class TracesScreen(Screen[None]):
     TracesScreen #empty { padding: 1 2; color: $text-muted; }
     """
 
-    def __init__(self, db: str | None, *, export_dir: Path, limit: int = 200) -> None:
+    def __init__(
+        self,
+        db: str | None,
+        *,
+        export_dir: Path,
+        limit: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(id="traces")
         self.db = db
         self.export_dir = export_dir
+        self.clock = clock
         self.limit = limit
         self.store: TraceStore | None = None
         self.runs: list[RunRecord] = []
@@ -218,10 +228,36 @@ class TracesScreen(Screen[None]):
         try:
             run = query.get_run(store, run_id)
             spans = query.spans_of(store, run.id)
+            if run.mode == "workflow":
+                children = {
+                    child.id: query.spans_of(store, child.id, kind=SpanKind.KV_REUSE)
+                    for child in query.list_runs(store, limit=10_000, parent_run_id=run.id)
+                }
         except Exception as exc:
             self.notify(str(exc), severity="error")
             return
+        if run.mode == "workflow":
+            self.open_workflow(run, spans, children)
+            return
         self.app.push_screen(RunDetailScreen(store, run, spans, self.export_dir))
+
+    def open_workflow(
+        self, run: RunRecord, spans: list[SpanRecord], children: dict[str, list[SpanRecord]]
+    ) -> None:
+        """A stored workflow run on the workflow screen's widgets; a task opens its agent's run."""
+        from counterpoint.tui.workflow_model import workflow_events_from_spans
+        from counterpoint.tui.workflow_screen import WorkflowScreen
+
+        events = workflow_events_from_spans(run, spans, children)
+        self.app.push_screen(
+            WorkflowScreen(
+                None,
+                clock=self.clock,
+                events=events,
+                on_open_run=self.open_run,
+                screen_id="workflow-stored",
+            )
+        )
 
     def on_unmount(self) -> None:
         if self.store is not None:
