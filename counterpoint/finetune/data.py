@@ -1,0 +1,164 @@
+"""The fine-tuning dataset: deterministic samples, JSONL with a content hash, token encoding.
+
+``build_dataset(n, seed, split)`` returns ``n`` samples; sample ``i`` depends only on
+``(seed, split, i)``, so a larger dataset extends a smaller one. ``write_jsonl`` writes one JSON
+object per line (keys sorted, UTF-8) and returns the file's sha256, the hash a recipe records.
+
+``encode_sample`` turns a sample into ``input_ids`` and ``labels`` for a causal LM the way the
+runtime builds the context: the system and user messages rendered with the tokenizer's chat
+template and a generation prompt (as ``TransformersModel`` renders them), then each segment of
+the assistant's side encoded on its own (the model's tokens, then each injected interrupt as the
+backend's ``extend`` encodes it), then the end-of-turn token. Labels are ``-100`` everywhere except
+on the model-written segments and the end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from counterpoint.errors import ConfigError
+from counterpoint.finetune.library import SPLITS, Split
+from counterpoint.finetune.traces import Sample, generate_sample
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Encoded",
+    "Tokenizer",
+    "build_dataset",
+    "dataset_hash",
+    "encode_sample",
+    "jsonl_lines",
+    "summarise",
+    "write_jsonl",
+]
+
+IGNORE_INDEX = -100
+"""The label of a token the loss skips (the prompt and every injected interrupt)."""
+
+
+def _rng(seed: int, split: Split, index: int) -> random.Random:
+    return random.Random(f"counterpoint-finetune/{seed}/{split}/{index}")
+
+
+def build_dataset(n: int, seed: int = 0, split: Split = "train") -> list[Sample]:
+    """``n`` samples over the functions of ``split`` (``"train"`` or ``"held_out"``).
+
+    Deterministic: the same ``(n, seed, split)`` gives the same samples on every machine.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    if n < 0:
+        raise ConfigError(f"the number of samples must be >= 0, got {n}")
+    return [generate_sample(_rng(seed, split, i), split, f"{split}-{seed}-{i}") for i in range(n)]
+
+
+def jsonl_lines(samples: Iterable[Sample]) -> list[str]:
+    """One canonical JSON line per sample (sorted keys, UTF-8 kept, newline-terminated)."""
+    return [
+        json.dumps(s.to_dict(), ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+        for s in samples
+    ]
+
+
+def dataset_hash(samples: Iterable[Sample]) -> str:
+    """The sha256 of the samples' JSONL (what :func:`write_jsonl` would write)."""
+    digest = hashlib.sha256()
+    for line in jsonl_lines(samples):
+        digest.update(line.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def write_jsonl(samples: Iterable[Sample], path: str | Path) -> str:
+    """Write the samples as JSONL to ``path`` (parents created); return the file's sha256."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(jsonl_lines(samples)).encode("utf-8")
+    target.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
+    """Counts by kind and shape, calls per sample, distinct questions and templates."""
+    kinds: dict[str, int] = {}
+    shapes: dict[str, int] = {}
+    for s in samples:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+        shapes[s.shape] = shapes.get(s.shape, 0) + 1
+    calls = [len(s.calls) for s in samples]
+    return {
+        "samples": len(samples),
+        "kinds": dict(sorted(kinds.items())),
+        "shapes": dict(sorted(shapes.items())),
+        "calls": sum(calls),
+        "max_calls": max(calls, default=0),
+        "functions_called": len({c.name for s in samples for c in s.calls}),
+        "distinct_questions": len({s.user for s in samples}),
+        "distinct_templates": len({t for s in samples for t in s.templates}),
+        "traps": sum(s.generated.count("[TRAP]") for s in samples),
+    }
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+
+class Tokenizer(Protocol):
+    """What :func:`encode_sample` needs of a Hugging Face tokenizer."""
+
+    eos_token_id: Any
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+    def __call__(self, text: str, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A sample as token ids with its labels (``IGNORE_INDEX`` where the loss skips)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def _encode(tokenizer: Tokenizer, text: str, *, special: bool) -> list[int]:
+    out = tokenizer(text, add_special_tokens=False, split_special_tokens=not special)
+    return list(out["input_ids"])
+
+
+def _runs(sample: Sample) -> list[tuple[str, bool]]:
+    """The assistant's side as the runtime encodes it: what the model writes between two
+    interrupts is one stream of tokens; each injection is encoded on its own."""
+    runs: list[tuple[str, bool]] = []
+    for segment in sample.segments:
+        if segment.train and runs and runs[-1][1]:
+            runs[-1] = (runs[-1][0] + segment.text, True)
+        else:
+            runs.append((segment.text, segment.train))
+    return runs
+
+
+def encode_sample(sample: Sample, tokenizer: Tokenizer) -> Encoded:
+    """``input_ids`` and ``labels`` for one sample, built as the runtime builds its context."""
+    prompt = tokenizer.apply_chat_template(
+        sample.messages(), tokenize=False, add_generation_prompt=True
+    )
+    ids = _encode(tokenizer, str(prompt), special=True)
+    labels = [IGNORE_INDEX] * len(ids)
+    for text, train in _runs(sample):
+        piece = _encode(tokenizer, text, special=False)
+        ids.extend(piece)
+        labels.extend(piece if train else [IGNORE_INDEX] * len(piece))
+    eos = tokenizer.eos_token_id
+    if isinstance(eos, int):
+        ids.append(eos)
+        labels.append(eos)
+    return Encoded(ids, labels)
