@@ -20,7 +20,11 @@ Variants: ``prefix`` (exact prefix reuse), ``shift`` (naive reuse: stored KV re-
 correction) and ``anchors`` (KVCOMM: rotation plus offsets interpolated from the anchor pool, and
 dense prefill for content that must become an anchor), all recomputing only the last prompt token
 as KVCOMM does; with ``shift_tail`` / ``anchors_tail`` the same recomputing the prompt's whole last
-template segment (``recompute_tail``; ``--no-tail`` skips them). The anchor entropy threshold is
+template segment (``recompute_tail``; ``--no-tail`` skips them). The ``*_blendN`` variants add
+CacheBlend's selective recompute (``recompute_ratio``: N% of the reused tokens, those whose
+second-layer KV deviates most, recomputed through every layer; ``--blend 0.05,0.1``), and the
+``*_headN`` variants recompute the first N% of each reused segment instead (no probe);
+``--only a,b`` runs only those variants (and dense). The anchor entropy threshold is
 γ = 1 as in KVCOMM's TTFT benchmark (``--gamma``; the library default is KVCOMM's 0.3, which
 makes more inputs anchors, hence more dense calls).
 
@@ -161,6 +165,38 @@ def variants(args: argparse.Namespace) -> dict[str, tuple[Policy, KVReuseConfig]
     if args.tail:
         chosen["shift_tail"] = ("shift", KVReuseConfig(recompute_tail=True))
         chosen["anchors_tail"] = ("anchors", KVReuseConfig(gamma=args.gamma, recompute_tail=True))
+    for ratio in args.blend:
+        tag = f"{ratio * 100:g}".replace(".", "_")
+        blended = KVReuseConfig(gamma=args.gamma, recompute_ratio=ratio)
+        chosen[f"anchors_blend{tag}"] = ("anchors", blended)
+        chosen[f"anchors_head{tag}"] = (
+            "anchors",
+            KVReuseConfig(gamma=args.gamma, recompute_ratio=ratio, recompute_select="head"),
+        )
+        if args.tail:
+            chosen[f"anchors_tail_head{tag}"] = (
+                "anchors",
+                KVReuseConfig(
+                    gamma=args.gamma,
+                    recompute_tail=True,
+                    recompute_ratio=ratio,
+                    recompute_select="head",
+                ),
+            )
+            chosen[f"anchors_tail_blend{tag}"] = (
+                "anchors",
+                KVReuseConfig(gamma=args.gamma, recompute_tail=True, recompute_ratio=ratio),
+            )
+            chosen[f"shift_tail_blend{tag}"] = (
+                "shift",
+                KVReuseConfig(recompute_tail=True, recompute_ratio=ratio),
+            )
+    if args.only:
+        keep = {"dense", *args.only}
+        unknown = keep - set(chosen)
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {sorted(chosen)}")
+        chosen = {name: v for name, v in chosen.items() if name in keep}
     return chosen
 
 
@@ -376,6 +412,13 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _ratios(text: str) -> list[float]:
+    values = [float(x) for x in text.split(",") if x.strip()]
+    if any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError("ratios are in (0, 1]")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=8)
@@ -385,6 +428,15 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     parser.add_argument(
         "--gamma", type=float, default=1.0, help="anchor entropy threshold (KVCOMM's TTFT bench: 1)"
+    )
+    parser.add_argument(
+        "--blend",
+        type=_ratios,
+        default=[0.05, 0.1],
+        help="selective-recompute ratios of the blend variants (comma-separated; '' for none)",
+    )
+    parser.add_argument(
+        "--only", type=lambda s: [x for x in s.split(",") if x], default=[], help="variants to run"
     )
     parser.add_argument(
         "--no-tail",

@@ -6,6 +6,7 @@ model wraps each call in ``run_in_worker``), so its stores only change there, on
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from counterpoint.runtime.backends.transformers import TransformersModel
 from counterpoint.runtime.kv._kv import KVBlock
 from counterpoint.runtime.kv._plan import Piece, pieces_of, signature
 from counterpoint.runtime.kv.anchors import AnchorPool, Deviation
+from counterpoint.runtime.kv.blend import blend, supports_blend
 from counterpoint.runtime.kv.fidelity import Fidelity, compare_logits, forward_logits
 from counterpoint.runtime.kv.policy import ContentReport, KVReuseConfig, Mode, Policy
 from counterpoint.runtime.kv.prefix_cache import PrefixCache
@@ -46,6 +48,8 @@ class Plan:
     record: list[Piece] = field(default_factory=list)
     in_place: int = 0
     """Tokens of new content this call computed in place (inside ``exact``, not reused)."""
+    recomputed: int = 0
+    """Reused tokens recomputed by selective recompute (``recompute_ratio``)."""
     prepare_s: float = 0.0
 
 
@@ -67,6 +71,12 @@ class Engine:
             top_p=config.top_p,
         )
         self.rotary = Rotary.of(self.hf) if policy in ("shift", "anchors") else None
+        self._blends = config.recompute_ratio > 0 and supports_blend(self.hf)
+        if config.recompute_ratio > 0 and not self._blends:
+            raise ConfigError(
+                f"recompute_ratio needs a Llama-style decoder; {type(self.hf).__name__} is not "
+                "one: set recompute_ratio=0"
+            )
         self._skeletons: OrderedDict[str, dict[int, KVBlock]] = OrderedDict()
         self._header: list[int] | None = None
         self._computed = 0
@@ -180,8 +190,35 @@ class Engine:
         last = plan.pieces[-1]
         if self.config.recompute_tail and last.kind == "template" and last.start >= start:
             kv = kv.slice(0, last.start)  # the decoder prefills the last segment itself
+        if self.config.recompute_ratio > 0 and self._blends and kv.length > start:
+            kv = self._blend(plan, kv, start)
         plan.cache = kv.to_cache(self.hf.config)
         plan.mode = "reuse"
+
+    def _blend(self, plan: Plan, kv: KVBlock, start: int) -> KVBlock:
+        """Selective recompute of the reused tokens ``start:`` (``recompute_ratio``)."""
+        ratio = self.config.recompute_ratio
+        if self.config.recompute_select == "head":
+            candidates: list[int] = []
+            for p in plan.pieces:
+                end = min(p.end, kv.length)
+                if p.start >= start and end > p.start:
+                    n = math.ceil(ratio * (end - p.start))
+                    candidates.extend(range(p.start, p.start + n))
+            ratio = 1.0
+        else:
+            candidates = list(range(start, kv.length))
+        kv, report = blend(
+            self.hf,
+            plan.ids[: kv.length],
+            kv,
+            candidates,
+            ratio,
+            probe_layers=self.config.probe_layers,
+        )
+        plan.recomputed = len(report.recomputed)
+        self._computed += plan.recomputed
+        return kv
 
     def computed_in_place(self, plan: Plan, piece: Piece) -> None:
         """Prefill ``piece`` on the exact prefix before it; store its KV as the content's."""

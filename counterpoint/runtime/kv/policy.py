@@ -55,6 +55,16 @@ class KVReuseConfig:
             instruction and generation prompt right before the answer) instead of only its last
             token (KVCOMM recomputes the last token only). Costs a few tokens of prefill; the
             first answer tokens attend to that segment most.
+        recompute_ratio: in reuse mode, also recompute this share of the reused tokens, those
+            whose KV deviates most from what this context gives them (CacheBlend's selective
+            recompute, :mod:`counterpoint.runtime.kv.blend`; 0: none). Costs about
+            ``probe_layers / layers + recompute_ratio`` of a dense prefill of the reused tokens.
+        probe_layers: layers every reused token goes through to measure its deviation (2: the
+            first layer's KV never deviates).
+        recompute_select: which reused tokens ``recompute_ratio`` picks: ``"deviation"`` (those
+            that deviate most in the probe layers, as CacheBlend) or ``"head"`` (the first
+            ``recompute_ratio`` share of each reused segment: no probe cost; the tokens right
+            after a changed context deviate most).
         min_auto_tokens: a generated output is recognised in later prompts by its text only
             when it has at least this many tokens (explicitly shared content always is).
         history: per-call reports kept in ``KVReuseModel.calls``.
@@ -70,6 +80,9 @@ class KVReuseConfig:
     fidelity_every: int = 0
     fidelity_tokens: int = 32
     recompute_tail: bool = False
+    recompute_ratio: float = 0.0
+    probe_layers: int = 2
+    recompute_select: Literal["deviation", "head"] = "deviation"
     min_auto_tokens: int = 8
     history: int = 1024
 
@@ -85,13 +98,17 @@ class KVReuseConfig:
             "fidelity_every": self.fidelity_every >= 0,
             "fidelity_tokens": self.fidelity_tokens >= 1,
             "min_auto_tokens": self.min_auto_tokens >= 1,
+            "recompute_ratio": 0 <= self.recompute_ratio <= 1,
+            "probe_layers": self.probe_layers >= 1,
+            "recompute_select": self.recompute_select in ("deviation", "head"),
             "history": self.history >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(
                 f"invalid KV-reuse setting(s) {', '.join(bad)}: budgets, gamma and "
-                "fidelity_every must be >= 0, temperature > 0, top_p in (0, 1], the others >= 1"
+                "fidelity_every must be >= 0, temperature > 0, top_p and recompute_ratio in "
+                "(0, 1] and [0, 1], the others >= 1"
             )
 
     @property
