@@ -10,9 +10,9 @@ from typing import Any
 
 from counterpoint.core.bus import EventBus
 from counterpoint.core.events import BaseEvent, Done, EventSink
-from counterpoint.errors import CounterpointError
+from counterpoint.errors import ConfigError, CounterpointError
 from counterpoint.protocol.prompt import build_system_prompt
-from counterpoint.runtime.backends.base import Message, Model, SamplingParams
+from counterpoint.runtime.backends.base import Message, Model, SamplingParams, ToolChoice
 from counterpoint.runtime.backends.registry import resolve_model
 from counterpoint.runtime.session import Limits, Mode, PendingPolicy, RunResult, Session
 from counterpoint.tools.tool import Tool
@@ -35,6 +35,10 @@ class Agent:
             ``"openai:NAME"``), or None for the embedded default.
         mode: ``"async"`` (default), ``"parallel"`` or ``"sync"``.
         params: sampling parameters (greedy by default).
+        tool_choice: ``"auto"`` (the default: the model decides), ``"required"`` (the first thing
+            the model writes is a call), ``"none"`` (no call) or a tool's name (the first call is
+            to it); overrides ``params.tool_choice``. The local backend enforces it while
+            decoding.
         limits: bounds on tokens, calls and pending calls.
         pending_policy: what end of stream with calls still running means: ``"wait"`` (an implicit
             trap, the default) or ``"cancel"``.
@@ -55,6 +59,7 @@ class Agent:
         limits: Limits | None = None,
         pending_policy: PendingPolicy = "wait",
         tracer: EventSink | bool = True,
+        tool_choice: ToolChoice | None = None,
     ) -> None:
         self.name = name
         self.instructions = instructions
@@ -62,6 +67,15 @@ class Agent:
         self._model_spec = model
         self._model: Model | None = model if not isinstance(model, str | None) else None
         self.mode: Mode = mode
+        if tool_choice is not None:
+            base = (params or SamplingParams()).model_dump()
+            try:
+                params = SamplingParams.model_validate({**base, "tool_choice": tool_choice})
+            except ValueError as exc:
+                raise ConfigError(
+                    f"tool_choice must be 'auto', 'required', 'none' or a tool's name, "
+                    f"got {tool_choice!r}"
+                ) from exc
         self.params = params
         self.limits = limits
         self.pending_policy: PendingPolicy = pending_policy
@@ -100,6 +114,7 @@ class Agent:
             "limits": self.limits,
             "pending_policy": self.pending_policy,
             "tracer": self._tracer_spec,
+            "tool_choice": None,
         }
         unknown = set(changes) - set(fields)
         if unknown:

@@ -41,16 +41,23 @@ def choose(
     top_p: float,
     generator: torch.Generator | None,
     banned: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
 ) -> Choice:
     """Pick the next token from a 1-D logits vector.
 
     ``temperature == 0`` is greedy (argmax). Otherwise the logits are divided by the temperature,
     restricted to the smallest set of most likely tokens whose probability reaches ``top_p``, and
-    sampled with ``generator``. ``banned`` ids are never picked.
+    sampled with ``generator``. ``banned`` ids are never picked; with ``allowed`` (a bool mask
+    over the vocabulary, a grammar's) only allowed ids are. Where the two leave nothing, the
+    grammar wins: ``allowed`` alone applies.
     """
     scores = logits.float()
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed[: scores.numel()], float("-inf"))
     if banned is not None and banned.numel():
-        scores = scores.index_fill(0, banned, float("-inf"))
+        masked = scores.index_fill(0, banned, float("-inf"))
+        if allowed is None or bool(torch.isfinite(masked).any()):
+            scores = masked
     if temperature <= 0.0:
         token_id = int(torch.argmax(scores))
         logprob = float(torch.log_softmax(scores, dim=-1)[token_id])

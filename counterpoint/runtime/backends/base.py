@@ -39,9 +39,14 @@ __all__ = [
     "SamplingParams",
     "Segment",
     "Token",
+    "ToolChoice",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+ToolChoice = str
+"""``"auto"`` (the model decides), ``"required"`` (the first thing it writes is a call),
+``"none"`` (it may not call) or a function name (its first call is to that function)."""
 
 
 class Message(BaseModel):
@@ -115,6 +120,24 @@ class SamplingParams(BaseModel):
         default=(),
         description="Strings the model may never write (the runtime bans '[INTR]').",
     )
+    tool_choice: ToolChoice = Field(
+        default="auto",
+        description=(
+            "'auto': the model decides whether to call; 'required': the first thing it writes "
+            "is a call; 'none': it may not call; a function name: its first call is to that "
+            "function. The local backend enforces it while decoding; a backend that cannot "
+            "ignores it."
+        ),
+    )
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice(cls, v: str) -> str:
+        if v in ("auto", "required", "none") or all(p.isidentifier() for p in v.split(".")):
+            return v
+        raise ValueError(
+            f"tool_choice must be 'auto', 'required', 'none' or a function name, got {v!r}"
+        )
 
     @field_validator("stop", "banned", mode="before")
     @classmethod

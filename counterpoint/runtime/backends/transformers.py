@@ -30,6 +30,7 @@ import hashlib
 import inspect
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,7 +45,9 @@ from counterpoint.errors import ConfigError, CounterpointError
 from counterpoint.protocol.cml import format_interrupts
 from counterpoint.runtime.backends import _loading
 from counterpoint.runtime.backends._cml_messages import cml_messages
+from counterpoint.runtime.backends._constrain import CallConstraint, Grammars
 from counterpoint.runtime.backends._detok import IncrementalDetokenizer
+from counterpoint.runtime.backends._grammar import CallGrammar, call_grammar
 from counterpoint.runtime.backends._sampling import (
     BanTable,
     Choice,
@@ -66,6 +69,7 @@ __all__ = [
 _T = TypeVar("_T")
 _D = TypeVar("_D", bound="TransformersDecoder")
 _TAIL_MIN = 64
+_CALL_BAN = "[CALL"  # tool_choice="none"
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 2**20
 """The byte budget of a model's default prefix cache (least recently used evicted past it)."""
 
@@ -82,6 +86,13 @@ class TransformersModel:
     shares with earlier prompts on this model (instructions, the protocol text, the tool list) is
     served from it exactly, so a run pays only for what is new. Keys of a prefix start at position
     0, so reused KV is the KV a full prefill computes.
+
+    Call blocks are grammar-constrained by default when a generation has tools
+    (``constrained=True``; :mod:`~counterpoint.runtime.backends._constrain`): once the model has
+    written ``[CALL]``, the id, the function name, the argument names and the literal values
+    follow the tools' JSON schemas, and the tokens the grammar forces are appended in one forward
+    pass (``jump_forward=True``) rather than one pass each. Both are attributes that can be
+    changed between generations. ``SamplingParams.tool_choice`` is enforced here.
     """
 
     def __init__(
@@ -92,6 +103,8 @@ class TransformersModel:
         name: str | None = None,
         directory: Path | None = None,
         prefix_cache: bool | PrefixCache = True,
+        constrained: bool = True,
+        jump_forward: bool = True,
     ) -> None:
         # runtime.kv builds on this module, so its prefix cache is imported once this one exists
         from counterpoint.runtime.kv.prefix_cache import PrefixCache
@@ -118,6 +131,11 @@ class TransformersModel:
         self._encode_lock = threading.Lock()
         self._specials = tuple(getattr(tokenizer, "all_special_tokens", ()) or ())
         self._cache_arg = cache_argument(model)
+        self.constrained = constrained
+        """Constrain call blocks to the tools' grammar (when a generation has tools)."""
+        self.jump_forward = jump_forward
+        """Append the tokens a grammar forces in one forward pass (else one pass each)."""
+        self._grammars: Grammars | None = None
 
     # ----------------------------------------------------------------------------- construction
 
@@ -129,6 +147,7 @@ class TransformersModel:
         cache_dir: Path | None = None,
         dtype: str = "auto",
         prefix_cache: bool = True,
+        constrained: bool = True,
     ) -> TransformersModel:
         """Load a model on CPU without touching the network.
 
@@ -138,6 +157,7 @@ class TransformersModel:
         ``.gguf`` file, or a Hugging Face hub id already in the local HF cache. ``dtype`` is
         ``"auto"`` (bf16 where the CPU runs it natively, else fp32), ``"float32"`` or
         ``"bfloat16"``. Raises :class:`~counterpoint.errors.ModelNotFoundError` for anything else.
+        ``constrained=False`` turns grammar-constrained call blocks off.
         """
         _loading.configure_threads()
         loaded = _loading.load(spec, dtype=dtype, cache_dir=cache_dir)
@@ -147,6 +167,7 @@ class TransformersModel:
             name=loaded.name,
             directory=loaded.directory,
             prefix_cache=prefix_cache,
+            constrained=constrained,
         )
 
     @classmethod
@@ -156,9 +177,12 @@ class TransformersModel:
         *,
         cache_dir: Path | None = None,
         dtype: str = "auto",
+        constrained: bool = True,
     ) -> TransformersModel:
         """:meth:`load` in a thread, so an event loop keeps running while the model loads."""
-        return await asyncio.to_thread(cls.load, spec, cache_dir=cache_dir, dtype=dtype)
+        return await asyncio.to_thread(
+            cls.load, spec, cache_dir=cache_dir, dtype=dtype, constrained=constrained
+        )
 
     # ----------------------------------------------------------------------------- properties
 
@@ -298,9 +322,50 @@ class TransformersModel:
         """Open a generation: render ``context`` (with the CML protocol and ``tools``), prefill it.
 
         Call blocks are CML text whatever the mode, so ``async_results`` changes nothing here.
+        With tools, call blocks are constrained to their grammar (unless :attr:`constrained` is
+        off) and ``params.tool_choice`` is enforced; a ``tool_choice`` that needs a tool the
+        generation does not have raises :class:`~counterpoint.errors.ConfigError`.
         """
         prompt = self.render_for(context, tools)
-        return await self._open(TransformersDecoder, prompt.text, None, params)
+        params = params or SamplingParams()
+        constraint: CallConstraint | None = None
+        choice = params.tool_choice
+        if choice == "none":
+            if _CALL_BAN not in params.banned:
+                params = params.model_copy(update={"banned": (*params.banned, _CALL_BAN)})
+        elif choice != "auto" or (tools and self.constrained):
+            constraint = self._constraint(tools, choice)
+        return await self._open(
+            TransformersDecoder, prompt.text, None, params, constraint=constraint
+        )
+
+    @property
+    def grammars(self) -> Grammars:
+        """The compiled call grammars of this model (one per toolset) and their tokenizer."""
+        if self._grammars is None:
+            self._grammars = Grammars(self._tokenizer, self._vocab_size, self._texts)
+        return self._grammars
+
+    def _constraint(self, tools: Sequence[ToolSpec], choice: str) -> CallConstraint:
+        names = [t.name for t in tools]
+        if not tools:
+            raise ConfigError(
+                f"tool_choice={choice!r} needs tools: give the agent at least one tool, or use "
+                "tool_choice='auto'"
+            )
+        if choice not in ("auto", "required") and choice not in names:
+            raise ConfigError(
+                f"tool_choice names {choice!r}, which is not one of the tools "
+                f"({', '.join(names)}): name one of them, or use 'required'"
+            )
+        require = None if choice == "auto" else choice
+        grammar: CallGrammar | None = None
+        first: CallGrammar | None = None
+        if self.constrained:
+            grammar = call_grammar(tools)
+            if require not in (None, "required"):
+                first = call_grammar(tools, only=require)
+        return CallConstraint(self.grammars, self.encode, grammar, first=first, require=require)
 
     async def start_tokens(
         self,
@@ -354,18 +419,24 @@ class TransformersModel:
                 f"model {self._name!r} is closed: load it again with TransformersModel.load()"
             )
 
+    def _texts(self) -> list[str]:
+        """The surface text of every vocabulary id (computed once; worker thread)."""
+        with self._tables_lock:
+            if self._vocab_texts is None:
+                known = min(len(self._tokenizer), self._vocab_size)
+                texts = vocabulary_texts(self._tokenizer, known)
+                self._vocab_texts = texts + [""] * (self._vocab_size - known)
+            return self._vocab_texts
+
     def _ban_table(self, banned: tuple[str, ...]) -> BanTable | None:
         """The ban table for ``banned`` (built once per model and tuple; worker thread)."""
         if not any(banned):
             return None
+        texts = self._texts()
         with self._tables_lock:
             table = self._ban_tables.get(banned)
             if table is None:
-                if self._vocab_texts is None:
-                    known = min(len(self._tokenizer), self._vocab_size)
-                    texts = vocabulary_texts(self._tokenizer, known)
-                    self._vocab_texts = texts + [""] * (self._vocab_size - known)
-                table = BanTable(banned, self._vocab_texts)
+                table = BanTable(banned, texts)
                 self._ban_tables[banned] = table
             return table
 
@@ -388,9 +459,20 @@ class TransformersDecoder:
     Stop strings: the token that completes a stop string is returned (its text may run past the
     stop string) and stays in the context; the next :meth:`step` returns ``None``. The
     end-of-sequence token is neither returned nor fed.
+
+    With a call constraint, tokens the grammar forces are still returned one per :meth:`step`
+    (with ``logprob`` 0.0), but with jump-forward they are fed to the model in one forward pass:
+    the steps that return the rest of them run no forward pass (:attr:`forward_passes`).
     """
 
-    def __init__(self, owner: TransformersModel, params: SamplingParams, started: float) -> None:
+    def __init__(
+        self,
+        owner: TransformersModel,
+        params: SamplingParams,
+        started: float,
+        *,
+        constraint: CallConstraint | None = None,
+    ) -> None:
         self._owner = owner
         self._params = params
         self._started = started
@@ -407,7 +489,14 @@ class TransformersDecoder:
         self._detok = IncrementalDetokenizer(owner._tokenizer)
         self._generator = torch.Generator().manual_seed(params.seed)
         self._bans: BanTable | None = None
+        self._constraint = constraint
+        self._forced: deque[int] = deque()  # forced ids not fed yet (token-by-token)
+        self._fed: deque[int] = deque()  # forced ids fed (jump-forward) but not returned yet
         self._lock = asyncio.Lock()
+        self.forward_passes = 0
+        """Forward passes run so far (prefills included)."""
+        self.jump_forward = owner.jump_forward
+        """Feed forced tokens in one forward pass (the model's setting when this one started)."""
         self.ttft_s: float | None = None
         """Seconds from :meth:`TransformersModel.start` to the first token's logits (queueing
         for the worker thread included)."""
@@ -507,6 +596,11 @@ class TransformersDecoder:
             return await self._owner._run(lambda: self._force_sync(list(ids), keep_logits))
 
     @property
+    def constraint(self) -> CallConstraint | None:
+        """The call-block constraint of this generation (``None`` when it has none)."""
+        return self._constraint
+
+    @property
     def stopped(self) -> bool:
         """True after EOS or a stop string, until the next :meth:`extend`."""
         return self._stopped
@@ -540,6 +634,7 @@ class TransformersDecoder:
             raise CounterpointError("this decoder is closed: open a new one with model.start()")
         extra: dict[str, Any] = {"logits_to_keep": keep} if self._owner._keep_arg else {}
         input_ids = torch.tensor([ids], dtype=torch.long)
+        self.forward_passes += 1
         try:
             with torch.inference_mode():
                 extra[self._owner._cache_arg] = cache
@@ -560,6 +655,8 @@ class TransformersDecoder:
         if not ids:
             raise ConfigError("the prompt is empty: give the model at least one token of context")
         self._bans = owner._ban_table(self._params.banned)
+        if self._constraint is not None:
+            self._constraint.prepare()
         prefix = owner._prefix if text is not None else None  # start_tokens callers bring theirs
         if prefix is not None and cache is None:
             match = prefix.match(ids[:-1])
@@ -591,6 +688,7 @@ class TransformersDecoder:
         self._push_tail(text)
 
     def _extend_sync(self, text: str, special_tokens: bool) -> None:
+        self._drop_forced()
         ids = self._owner.encode(text, special_tokens=special_tokens)
         feed = ([] if self._pending is None else [self._pending]) + ids
         if feed:
@@ -606,6 +704,7 @@ class TransformersDecoder:
     def _force_sync(self, ids: list[int], keep: int) -> torch.Tensor | None:
         if not ids:
             return None
+        self._drop_forced()
         feed = ([] if self._pending is None else [self._pending]) + ids
         began = time.perf_counter()
         logits = self._forward_logits(feed, min(max(1, keep), len(ids)))
@@ -621,9 +720,16 @@ class TransformersDecoder:
     def _step_sync(self) -> Token | None:
         began = time.perf_counter()
         try:
+            if self._fed:
+                return self._emit_fed()
             if self._exhausted():
                 self._stopped = True
                 return None
+            constraint = self._constraint
+            if constraint is not None and not self._forced:
+                self._forced.extend(constraint.forced())
+            if self._forced:
+                return self._emit_forced()
             if self._pending is not None:
                 self._logits = self._forward([self._pending])
                 self._pending = None
@@ -634,25 +740,84 @@ class TransformersDecoder:
             if choice.token_id in self._owner._eos_ids:
                 self._stopped = True
                 return None
-            self._generated_ids.append(choice.token_id)
+            token = self._emit(choice.token_id, choice.logprob)
             self._pending = choice.token_id
-            piece = self._detok.push(choice.token_id)
-            if self._params.stop and stop_hit(self._params.stop, self._tail, piece):
-                self._stopped = True
-            self._push_tail(piece)
-            return Token(choice.token_id, piece, choice.logprob)
+            if constraint is not None:
+                constraint.observe(choice.token_id, self._tail)
+            return token
         finally:
             self.decode_s_total += time.perf_counter() - began
 
+    def _emit(self, token_id: int, logprob: float) -> Token:
+        """Count ``token_id`` as generated and return it (its text joins the tail)."""
+        self._generated_ids.append(token_id)
+        piece = self._detok.push(token_id)
+        if self._params.stop and stop_hit(self._params.stop, self._tail, piece):
+            self._stopped = True
+        self._push_tail(piece)
+        return Token(token_id, piece, logprob)
+
+    def _emit_forced(self) -> Token:
+        """Return the next forced token; with jump-forward, feed all of them in one pass first."""
+        if not self.jump_forward:
+            if self._pending is not None:  # token by token: one forward pass per token
+                self._logits = self._forward([self._pending])
+            token_id = self._forced.popleft()
+            self._pending = token_id
+            return self._emit(token_id, 0.0)
+        budget = self._params.max_tokens - len(self._generated_ids)
+        ids = list(self._forced)[: max(1, budget)]
+        self._forced.clear()
+        feed = ([] if self._pending is None else [self._pending]) + ids
+        self._logits = self._forward(feed)
+        self._pending = None
+        self._fed.extend(ids)
+        return self._emit_fed()
+
+    def _emit_fed(self) -> Token:
+        """Return the next token fed by jump-forward (no forward pass)."""
+        token = self._emit(self._fed.popleft(), 0.0)
+        if self._stopped:  # a stop string inside the chunk: the rest of it is not written
+            self._unfeed()
+        return token
+
+    def _unfeed(self) -> None:
+        """Drop fed tokens not returned yet from the context; the last returned one is pending
+        again (as a sampled token is), so the context is exactly what the caller was given."""
+        if not self._fed:
+            return
+        keep = len(self._ids) - len(self._fed) - 1
+        if self._cache is not None:
+            _truncate(self._cache, keep)
+        self._pending = self._ids[keep]
+        del self._ids[keep:]
+        self._fed.clear()
+        self._logits = None
+
+    def _drop_forced(self) -> None:
+        """Text is appended: forced tokens not returned yet are dropped, and so is the block."""
+        self._unfeed()
+        self._forced.clear()
+        if self._constraint is not None:
+            self._constraint.abandon()
+
     def _pick(self, logits: torch.Tensor) -> Choice:
-        """Choose the next token (sampling, with banned strings masked)."""
+        """Choose the next token (sampling, with banned strings and the grammar masked)."""
         banned = self._bans.banned_ids(self._tail) if self._bans is not None else None
+        allowed = None
+        constraint = self._constraint
+        if constraint is not None:
+            allowed = constraint.allowed()
+            boundary = constraint.banned(self._tail)
+            if boundary is not None and boundary.numel():
+                banned = boundary if banned is None else torch.cat((banned, boundary))
         return choose(
             logits,
             temperature=self._params.temperature,
             top_p=self._params.top_p,
             generator=self._generator,
             banned=banned,
+            allowed=allowed,
         )
 
     def _exhausted(self) -> bool:
