@@ -207,12 +207,19 @@ class _OpenAI:
 
 
 def case_models(
-    spec: str, *, base_url: str | None = None, latency_scale: float = 1.0
+    spec: str,
+    *,
+    base_url: str | None = None,
+    latency_scale: float = 1.0,
+    constrained: bool = True,
 ) -> CaseModels:
-    """The model source for a ``--model`` spec (see the module docstring)."""
+    """The model source for a ``--model`` spec (see the module docstring); ``constrained``
+    switches the local backend's grammar-constrained call blocks on or off."""
     if spec in SCRIPTED_MODELS:
         return _Scripted(spec, latency_scale=latency_scale)
     model = resolve_model(spec, base_url=base_url)
+    if hasattr(model, "constrained"):
+        model.constrained = constrained
     if spec.startswith("openai:"):
         return _OpenAI(model)
     return _Shared(model)

@@ -86,6 +86,7 @@ _FLAGS = {
     "latency_scale": "--latency-scale",
     "turns": "--turns",
     "data_dir": "--data-dir",
+    "constrained": "--constrained/--no-constrained",
 }
 
 
@@ -221,6 +222,13 @@ def bfcl(
         str | None,
         typer.Option(help="Continue this eval run (id or prefix) without redoing finished cases."),
     ] = None,
+    constrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--constrained/--no-constrained",
+            help="Grammar-constrained call blocks on the local backend (default: on).",
+        ),
+    ] = None,
 ) -> None:
     """Run BFCL cases through an agent in each mode; record accuracy and latency per case."""
     console = Console(stderr=True)
@@ -233,6 +241,7 @@ def bfcl(
         "latency_scale": latency_scale,
         "turns": turns,
         "data_dir": str(data_dir) if data_dir is not None else None,
+        "constrained": constrained,
     }
     with _user_errors():
         if concurrency < 1:
@@ -255,6 +264,7 @@ def bfcl(
                     latency_scale=latency_scale if latency_scale is not None else 1.0,
                     turns=_turns(turns),
                     data_dir=str(data_dir) if data_dir is not None else None,
+                    constrained=constrained is not False,
                 )
             _warn_held_back(config, console)
             outcome = _run(config, tracer, resume, base_url, concurrency, console)

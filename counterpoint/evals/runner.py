@@ -179,6 +179,8 @@ class EvalConfig:
         latency_scale: multiplies every simulated tool latency (and a scripted model's token time).
         data_dir: the BFCL data folder (None: the installed ``bfcl-eval``).
         turns: ``all`` turns of a multi-turn question in order, or only the ``first``.
+        constrained: grammar-constrained call blocks on the local backend (False: the raw
+            model writes every token itself).
     """
 
     categories: tuple[str, ...] = DEVELOPMENT_CATEGORIES
@@ -190,6 +192,7 @@ class EvalConfig:
     latency_scale: float = 1.0
     data_dir: str | None = None
     turns: Literal["all", "first"] = "all"
+    constrained: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", expand_categories(self.categories))
@@ -546,7 +549,10 @@ async def run_bfcl(
     _check_concurrency(concurrency)
     jobs = _load_jobs(config)
     source = models or case_models(
-        config.model, base_url=config.base_url, latency_scale=config.latency_scale
+        config.model,
+        base_url=config.base_url,
+        latency_scale=config.latency_scale,
+        constrained=config.constrained,
     )
     record = EvalRunRecord(
         id=uuid.uuid4().hex,
@@ -599,7 +605,10 @@ async def resume_bfcl(
     done = _done_keys(tracer.store, record.id)
     jobs = [(c, m) for c, m in _load_jobs(config) if (c.category, c.id, m) not in done]
     source = models or case_models(
-        config.model, base_url=config.base_url, latency_scale=config.latency_scale
+        config.model,
+        base_url=config.base_url,
+        latency_scale=config.latency_scale,
+        constrained=config.constrained,
     )
     resumes = [*record.attributes.get("resumed_at", []), _now()]
     record.attributes = {**record.attributes, "resumed_at": resumes}
