@@ -10,14 +10,25 @@ Every figure is measured in this run, with the app headless (``App.run_test``, 1
   start to the run's end, UI over headless, median over the repetitions (interleaved). Close to
   1.0: the UI does not slow the run down;
 - ``events_per_s_absorbed``: events folded by ``RunView.feed`` (counted by wrapping it) per second
-  of wall time from the run's start to its last event drawn;
+  of wall time from the run's start to its last event drawn. The run itself cannot go faster than
+  its model (``headless_events_per_s``, the same run with no UI, is the ceiling: about 1,000/s at
+  1 ms a token), so this says "keeps up" when it is close to that ceiling;
+- ``replay_events_per_s``: what the run screen can absorb when events come faster than any model
+  writes them: the UI run's own recorded events fed again into a fresh run screen, one per loop
+  iteration (``await asyncio.sleep(0)`` between them, as the screen's reader does) with the repaint
+  timer drawing as usual, per second of wall time until the last is drawn;
 - ``ui_lag_events_max``: the largest backlog seen, at each ``feed``, between the events the run's
   bus had published (the run handle's history) and the events fed to the view;
-- ``repaints_per_s``: ``RunView.flush`` calls (wrapped) per second of the run: the repaint timer
-  coalesces events, so this stays at or under ``REPAINT_HZ`` (20) whatever the event rate;
-  ``flush_ms_mean`` / ``flush_ms_max``: what one repaint costs; ``feed_us_mean``: one fold;
-  ``flush_share_of_ui_run``: the time inside ``flush`` over the UI run's wall time (the rest of
-  the slowdown, if any, is Textual's own layout and rendering of what flush changed);
+- ``repaints_per_s``: the view's timer repaints (its ``_draw``, wrapped) per second of the run:
+  they coalesce events, at most ``REPAINT_HZ`` (20) a second, fewer when a repaint is dear (the
+  view keeps its repaints under ``UI_LOOP_SHARE`` of the loop's time); ``draw_ms_mean`` /
+  ``draw_ms_max``: the synchronous widget updates of one repaint (the Markdown appends and
+  mounts it starts, and Textual's relayout and render, come after); ``relayouts_per_s``:
+  Textual's relayouts of the screen (its ``screen_layout_refresh_signal``), what a repaint
+  costs most; ``feed_us_mean``: one fold; ``draw_share_of_ui_run``: the time inside the draws
+  over the UI run's wall time; ``ui_loop_cpu_s`` / ``headless_loop_cpu_s``: the event loop
+  thread's CPU time during the UI run and the headless one (less noisy than wall time on a
+  shared machine: what the UI costs the loop is the difference);
 - ``scripted_event_loop_stall_max_ms``: the worst overshoot of a 5 ms heartbeat during the
   scripted UI runs (repaints run on the loop, so a slow one shows here);
 - ``event_loop_stall_max_ms`` / ``event_loop_stall_p99_ms``: the same heartbeat while the real
@@ -30,8 +41,7 @@ Every figure is measured in this run, with the app headless (``App.run_test``, 1
 
 Traces are off (``tracer=False``) and ``COUNTERPOINT_TRACES_DB`` points at a temporary file.
 
-The sizes are small because the run screen currently slows such a run down many times over
-(see the ratio); raise ``--answer-tokens`` (e.g. 2000) once it keeps up.
+Raise ``--answer-tokens`` (e.g. 2000) for a longer transcript.
 
 Run: ``python bench/tui.py [--quick] [--reps N] [--answer-tokens N] [--no-model]``; the last
 line is ``RESULT {json}``.
@@ -149,16 +159,18 @@ class Heartbeat:
 
 
 class Probe:
-    """Wraps the view's ``feed`` and ``flush`` on one screen: counts, times and the backlog."""
+    """Wraps the view's ``feed`` and its repaints' ``_draw`` on one screen, and counts the
+    screen's relayouts: counts, times and the backlog."""
 
     def __init__(self, screen: RunScreen) -> None:
         self.screen = screen
         self.fed = 0
         self.feed_s = 0.0
-        self.flushes: list[float] = []
+        self.draws: list[float] = []
+        self.relayouts = 0
         self.lag_max = 0
         view = screen.view
-        feed, flush = view.feed, view.flush
+        feed, draw = view.feed, view._draw
 
         def fed(event: Any) -> None:
             t0 = time.perf_counter()
@@ -169,28 +181,35 @@ class Probe:
             if handle is not None:
                 self.lag_max = max(self.lag_max, len(handle._history) - self.fed)
 
-        async def flushed() -> None:
+        def drawn(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
-            await flush()
-            self.flushes.append(time.perf_counter() - t0)
+            try:
+                return draw(*args, **kwargs)
+            finally:
+                self.draws.append(time.perf_counter() - t0)
+
+        def laid_out(_screen: Any) -> None:
+            self.relayouts += 1
 
         view.feed = fed  # type: ignore[method-assign]
-        view.flush = flushed  # type: ignore[method-assign]
+        view._draw = drawn  # type: ignore[method-assign]
+        screen.screen_layout_refresh_signal.subscribe(screen, laid_out, immediate=True)
 
 
-async def headless_run(parts: list[str], prompt: str) -> tuple[float, int]:
-    """Wall time of the run read by a bare ``async for``, and its event count."""
+async def headless_run(parts: list[str], prompt: str) -> tuple[float, int, float]:
+    """Wall time of the run read by a bare ``async for``, its event count, and the loop
+    thread's CPU time in it."""
     agent = scripted_agent(parts)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     handle = agent.start(prompt)
     n = 0
     async for _event in handle:
         n += 1
     await handle.result()
-    return time.perf_counter() - t0, n
+    return time.perf_counter() - t0, n, time.thread_time() - cpu0
 
 
-async def ui_run(agent: Agent, prompt: str, heartbeat: Heartbeat | None = None) -> dict[str, float]:
+async def ui_run(agent: Agent, prompt: str, heartbeat: Heartbeat | None = None) -> dict[str, Any]:
     """One run in the headless app's run screen; its wall times and the probe's figures."""
     app = CounterpointApp(agent)
     async with app.run_test(size=SIZE) as pilot:
@@ -200,14 +219,15 @@ async def ui_run(agent: Agent, prompt: str, heartbeat: Heartbeat | None = None) 
         probe = Probe(screen)
         beat = heartbeat or Heartbeat()
         with beat:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             screen.start_run(prompt)
             assert screen.handle is not None
             result = await screen.handle.result()
             t_run = time.perf_counter() - t0
+            repaints, relayouts = len(probe.draws), probe.relayouts
             await screen.wait_run()
             t_drawn = time.perf_counter() - t0
-            repaints = len(probe.flushes) - 1  # the last one is the reader's own final flush
+            cpu = time.thread_time() - cpu0
         await pilot.pause()
         view = screen.view
         if view.state.status != result.status:
@@ -221,29 +241,53 @@ async def ui_run(agent: Agent, prompt: str, heartbeat: Heartbeat | None = None) 
             "events": probe.fed,
             "lag_max": probe.lag_max,
             "repaints": repaints,
-            "flush_ms_mean": statistics.mean(probe.flushes) * 1000,
-            "flush_ms_max": max(probe.flushes) * 1000,
+            "relayouts": relayouts,
+            "draw_ms_mean": statistics.mean(probe.draws) * 1000,
+            "draw_ms_max": max(probe.draws) * 1000,
             "feed_us_mean": probe.feed_s / probe.fed * 1e6,
             "stall_max_ms": beat.max_ms(),
-            "flush_share": sum(probe.flushes[:-1]) / t_run,
+            "draw_share": sum(probe.draws[:repaints]) / t_run,
+            "cpu_s": cpu,
             "tokens_out": result.usage.output_tokens,
             "calls_done": view.state.calls_done,
+            "history": list(screen.handle._history),
         }
 
 
-async def throughput(reps: int, answer_tokens: int) -> dict[str, float]:
+async def replay(events: list[Any]) -> float:
+    """Events per second a fresh run screen absorbs when fed ``events`` back to back."""
+    app = CounterpointApp(None)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        view = screen.view
+        t0 = time.perf_counter()
+        for event in events:
+            view.feed(event)
+            await asyncio.sleep(0)
+        await view.flush()
+        elapsed = time.perf_counter() - t0
+        await pilot.pause()
+        if view.state.status != events[-1].status:
+            raise SystemExit(f"the replay ended {view.state.status!r}")
+    return len(events) / elapsed
+
+
+async def throughput(reps: int, answer_tokens: int) -> dict[str, Any]:
     parts = script(answer_tokens)
     prompt = "Do the sixteen pieces and explain."
     await headless_run(parts, prompt)  # warm-up: imports, first-run costs
-    ratios, rates, runs = [], [], []
+    await ui_run(scripted_agent(script(40)), prompt)  # and the app's
+    ratios, rates, runs, heads, replays, cpus = [], [], [], [], [], []
     for rep in range(reps):
         order = ("headless", "ui") if rep % 2 == 0 else ("ui", "headless")
         for kind in order:
             if kind == "headless":
-                t_head, n_head = await headless_run(parts, prompt)
+                t_head, n_head, cpu_head = await headless_run(parts, prompt)
             else:
                 ui = await ui_run(scripted_agent(parts), prompt)
-        if ui["events"] != n_head:
+        if abs(ui["events"] - n_head) > N_CALLS:  # results that land together share an interrupt
             raise SystemExit(f"the UI run had {ui['events']} events, headless {n_head}")
         if ui["calls_done"] != N_CALLS:
             raise SystemExit(f"{ui['calls_done']} calls done of {N_CALLS}")
@@ -252,26 +296,37 @@ async def throughput(reps: int, answer_tokens: int) -> dict[str, float]:
         ratios.append(ratio)
         rates.append(rate)
         runs.append(ui)
+        heads.append(n_head / t_head)
+        cpus.append((ui["cpu_s"], cpu_head))
+        replays.append(await replay(ui["history"]))
         print(
             f"rep {rep}: {n_head} events, {ui['tokens_out']} tokens; headless {t_head:.3f} s, "
             f"UI {ui['run_s']:.3f} s (drawn {ui['drawn_s']:.3f} s), ratio {ratio:.3f}; "
             f"{rate:.0f} events/s absorbed, backlog max {ui['lag_max']}, "
             f"{ui['repaints'] / ui['run_s']:.1f} repaints/s "
-            f"(flush {ui['flush_ms_mean']:.1f} ms mean, {ui['flush_ms_max']:.1f} max), "
-            f"feed {ui['feed_us_mean']:.0f} us, loop stall max {ui['stall_max_ms']:.1f} ms"
+            f"(draw {ui['draw_ms_mean']:.1f} ms mean, {ui['draw_ms_max']:.1f} max), "
+            f"{ui['relayouts'] / ui['run_s']:.1f} relayouts/s, "
+            f"feed {ui['feed_us_mean']:.0f} us, loop stall max {ui['stall_max_ms']:.1f} ms; "
+            f"loop CPU {ui['cpu_s']:.2f} s (headless {cpu_head:.2f} s); "
+            f"replayed at {replays[-1]:.0f} events/s"
         )
     return {
         "ui_vs_headless_run_time_ratio": round(statistics.median(ratios), 3),
         "ui_vs_headless_run_time_ratio_max": round(max(ratios), 3),
         "events_per_s_absorbed": round(statistics.median(rates)),
+        "headless_events_per_s": round(statistics.median(heads)),
+        "replay_events_per_s": round(statistics.median(replays)),
         "events_per_run": runs[0]["events"],
         "ui_lag_events_max": max(r["lag_max"] for r in runs),
         "repaints_per_s": round(max(r["repaints"] / r["run_s"] for r in runs), 1),
         "repaint_hz_cap": REPAINT_HZ,
-        "flush_ms_mean": round(statistics.mean(r["flush_ms_mean"] for r in runs), 2),
-        "flush_ms_max": round(max(r["flush_ms_max"] for r in runs), 2),
+        "relayouts_per_s": round(max(r["relayouts"] / r["run_s"] for r in runs), 1),
+        "draw_ms_mean": round(statistics.mean(r["draw_ms_mean"] for r in runs), 2),
+        "draw_ms_max": round(max(r["draw_ms_max"] for r in runs), 2),
         "feed_us_mean": round(statistics.mean(r["feed_us_mean"] for r in runs), 1),
-        "flush_share_of_ui_run": round(statistics.mean(r["flush_share"] for r in runs), 3),
+        "draw_share_of_ui_run": round(statistics.mean(r["draw_share"] for r in runs), 3),
+        "ui_loop_cpu_s": round(statistics.median(c[0] for c in cpus), 3),
+        "headless_loop_cpu_s": round(statistics.median(c[1] for c in cpus), 3),
         "scripted_event_loop_stall_max_ms": round(max(r["stall_max_ms"] for r in runs), 2),
         "reps": reps,
     }
@@ -342,7 +397,7 @@ async def embedded_stalls(max_tokens: int) -> dict[str, float]:
     }
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, float]:
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     reps = args.reps if args.reps is not None else (1 if args.quick else 2)
     answer_tokens = args.answer_tokens or (400 if args.quick else 1000)
     result = await throughput(reps, answer_tokens)

@@ -9,7 +9,9 @@ Three parts, the first two free of Textual:
   intervals and markers.
 - :func:`render_timeline`: the model drawn as rich ``Text`` lines for a given width (a label column,
   the lanes, a time axis), scaled to fit; only the 16 ANSI colours are used.
-- :class:`Timeline`, the Textual widget: it holds a model and redraws it at its current width.
+- :class:`Timeline`, the Textual widget: it holds a model and redraws it at its current width;
+  it updates itself only when the drawing changed, and asks for a relayout only when its number
+  of lines or its width did (a relayout of the screen is what costs; drawing again is cheap).
 """
 
 from __future__ import annotations
@@ -264,6 +266,20 @@ def _fmt_t(t: float, step: float) -> str:
     return f"{t:.2f}s"
 
 
+def _append_runs(line: Text, cells: Sequence[tuple[str, str]]) -> None:
+    """Append the cells, one span per run of one style (a span per cell costs Textual dearly)."""
+    run: list[str] = []
+    run_style = ""
+    for char, style in cells:
+        if style != run_style and run:
+            line.append("".join(run), run_style)
+            run = []
+        run_style = style
+        run.append(char)
+    if run:
+        line.append("".join(run), run_style)
+
+
 def render_timeline(
     model: TimelineModel,
     width: int,
@@ -310,8 +326,7 @@ def render_timeline(
             cells[c] = MARKER_GLYPHS.get(marker.kind, ("?", "white"))
         label = lane.label if len(lane.label) <= label_w else lane.label[: label_w - 1] + "…"
         line = Text(label.ljust(label_w) + " ", style="bold" if lane.kind == "decode" else "")
-        for char, style in cells:
-            line.append(char, style)
+        _append_runs(line, cells)
         lines.append(line)
     step = _ticks(right, cols)
     axis = [" "] * cols
@@ -350,15 +365,24 @@ class Timeline(Static):
         self.model = model if model is not None else TimelineModel()
         self.max_lanes = max_lanes
         self.now: float | None = None
+        self._lines: list[Text] = []
+        self._width = 0
 
-    def refresh_model(self, now: float | None = None) -> None:
+    def refresh_model(self, now: float | None = None) -> bool:
+        """Redraw the model (open intervals reach ``now``); whether the widget was updated."""
         self.now = now
-        self._draw()
+        return self._draw()
 
     def on_resize(self) -> None:
         self._draw()
 
-    def _draw(self) -> None:
+    def _draw(self) -> bool:
         width = self.content_size.width or (self.app.size.width - 4 if self.is_attached else 80)
         lines = render_timeline(self.model, width, now=self.now, max_lanes=self.max_lanes)
-        self.update(Text("\n").join(lines))
+        if lines == self._lines and width == self._width:
+            return False
+        # the same number of lines at the same width: the same size, no relayout
+        layout = len(lines) != len(self._lines) or width != self._width
+        self._lines, self._width = lines, width
+        self.update(Text("\n").join(lines), layout=layout)
+        return True

@@ -1,12 +1,13 @@
-"""The timeline model and its rendering, without Textual."""
+"""The timeline model and its rendering (without Textual), and what the widget redraws."""
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 from typing import Any
 
 from counterpoint.core.events import BaseEvent, CallFinished, CallStarted, TokenEvent
-from counterpoint.tui.timeline import DECODE_LANE, TimelineModel, render_timeline
+from counterpoint.tui.timeline import DECODE_LANE, Timeline, TimelineModel, render_timeline
 from tests.tui._fixtures import fixed_events
 
 
@@ -124,3 +125,33 @@ def test_from_spans() -> None:
     assert [i.status for i in model.lanes["call:c2"].intervals] == ["failed"]
     assert sorted(m.kind for m in model.decode.markers) == ["interrupt", "trap", "user"]
     assert model.end_t == 2.0
+
+
+def test_one_span_per_run_of_a_style() -> None:
+    model = TimelineModel.from_events(fixed_events())
+    lines = render_timeline(model, 100)
+    for line in lines[:-2]:
+        styles = [str(span.style) for span in line.spans]
+        assert all(a != b for a, b in itertools.pairwise(styles)), styles
+        assert len(line.spans) <= 16  # a few runs, not a span per cell
+    assert lines[0].plain == render_timeline(model, 100)[0].plain
+
+
+async def test_the_widget_updates_only_when_the_drawing_changes() -> None:
+    from textual.app import App, ComposeResult
+
+    model = TimelineModel()
+    timeline = Timeline(model, id="timeline")
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield timeline
+
+    async with One().run_test(size=(80, 20)) as pilot:
+        model.apply(CallStarted(run_id="r", t=0.5, call_id="a", name="x", arguments={}))
+        assert timeline.refresh_model(1.0)
+        await pilot.pause()
+        assert not timeline.refresh_model(1.0)  # the same drawing: no update, no relayout
+        assert timeline.refresh_model(2.0)  # the open call reaches the new "now"
+        model.apply(TokenEvent(run_id="r", t=0.1, text="a", token_id=0, index=0))
+        assert timeline.refresh_model(2.0)
