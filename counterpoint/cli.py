@@ -175,6 +175,9 @@ def _mount_subcommands() -> None:
     from counterpoint.agents.workflow.cli import workflow_app
 
     app.add_typer(workflow_app, name="workflow", help="AOV workflows: run, show, resume, list.")
+    from counterpoint.finetune.cli import finetune_app
+
+    app.add_typer(finetune_app, name="finetune", help="CML fine-tuning: synthetic data, LoRA.")
 
 
 _mount_subcommands()

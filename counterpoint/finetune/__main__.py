@@ -1,6 +1,7 @@
 """``python -m counterpoint.finetune data --out DIR``: write the fine-tuning data and its manifest.
 
-A stand-in until ``counterpoint finetune`` (cli.py) wires :func:`prepare_data` to its flags.
+``counterpoint finetune data`` (:mod:`counterpoint.finetune.cli`) does the same with more
+options (``--tools``); this entry point stays for scripts that call it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from typing import Any
 
 from counterpoint.finetune import library
 from counterpoint.finetune.data import build_dataset, summarise, write_jsonl
+from counterpoint.finetune.traces import Sample
+from counterpoint.tools import Toolset
 
 __all__ = ["library_summary", "prepare_data"]
 
@@ -31,16 +33,53 @@ def library_summary() -> dict[str, Any]:
 
 
 def prepare_data(
-    out: str | Path, n: int = 1000, seed: int = 0, held_out: int = 200
+    out: str | Path,
+    n: int = 1000,
+    seed: int = 0,
+    held_out: int = 200,
+    *,
+    tools: str | Toolset | None = None,
+    execute: bool = False,
 ) -> dict[str, Any]:
     """Write ``train.jsonl`` (``n`` samples), ``held_out.jsonl`` and ``manifest.json`` to ``out``.
+
+    ``tools`` is a user's toolset (or its ``pkg.mod:attr`` path) to build the data over instead
+    of the project's library, with generic questions (:mod:`counterpoint.finetune.usertools`;
+    its held-out split uses the same tools with other values); ``execute`` runs the user's real
+    tools for the results instead of making them up from the return types.
 
     Returns the manifest: per file its path, sha256 and summary, plus the seed and the library.
     """
     folder = Path(out)
-    manifest: dict[str, Any] = {"seed": seed, "library": library_summary(), "files": {}}
-    for split, count in (("train", n), ("held_out", held_out)):
-        samples = build_dataset(count, seed, split)  # type: ignore[arg-type]
+    manifest: dict[str, Any] = {"seed": seed}
+    splits: dict[str, list[Sample]]
+    if tools is None:
+        manifest["library"] = library_summary()
+        splits = {
+            split: build_dataset(count, seed, split)  # type: ignore[arg-type]
+            for split, count in (("train", n), ("held_out", held_out))
+        }
+    else:
+        from counterpoint.finetune.usertools import build_user_dataset, load_toolset, user_catalog
+
+        toolset = load_toolset(tools) if isinstance(tools, str) else tools
+        catalog = user_catalog(toolset, execute=execute)
+        manifest["library"] = {
+            "toolset": tools if isinstance(tools, str) else "python",
+            "functions": len(catalog.entries),
+            "tools": [e.name for e in catalog.entries],
+            "left_out": [
+                t.name for t in toolset if t.name not in {e.name for e in catalog.entries}
+            ],
+            "questions": "generic (from the tools' JSON schemas)",
+            "results": "executed" if execute else "made up from the return types",
+        }
+        splits = {
+            "train": build_user_dataset(catalog, n, seed, "train"),
+            "held_out": build_user_dataset(catalog, held_out, seed, "held_out"),
+        }
+    manifest["files"] = {}
+    for split, samples in splits.items():
         path = folder / f"{split}.jsonl"
         digest = write_jsonl(samples, path)
         manifest["files"][split] = {"path": str(path), "sha256": digest, **summarise(samples)}

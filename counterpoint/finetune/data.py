@@ -24,16 +24,19 @@ from typing import Any, Protocol
 
 from counterpoint.errors import ConfigError
 from counterpoint.finetune.library import SPLITS, Split
-from counterpoint.finetune.traces import Sample, generate_sample
+from counterpoint.finetune.traces import Sample, Segment, generate_sample
 
 __all__ = [
     "IGNORE_INDEX",
+    "Encodable",
     "Encoded",
+    "Record",
     "Tokenizer",
     "build_dataset",
     "dataset_hash",
     "encode_sample",
     "jsonl_lines",
+    "read_jsonl",
     "summarise",
     "write_jsonl",
 ]
@@ -83,6 +86,46 @@ def write_jsonl(samples: Iterable[Sample], path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True)
+class Record:
+    """A sample read back from JSONL: what :func:`encode_sample` needs (the chat it starts from
+    and the assistant's segments with their loss mask), plus its id."""
+
+    id: str
+    system: str
+    user: str
+    segments: tuple[Segment, ...]
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+
+
+def read_jsonl(path: str | Path) -> list[Record]:
+    """The records of a JSONL file :func:`write_jsonl` wrote (``ConfigError`` if malformed)."""
+    source = Path(path)
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+    records: list[Record] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            messages = {m["role"]: m["content"] for m in row["messages"]}
+            segments = tuple(Segment(str(g["text"]), bool(g["train"])) for g in row["segments"])
+            records.append(
+                Record(str(row.get("id", number)), messages["system"], messages["user"], segments)
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{source}:{number}: not a fine-tuning sample ({type(exc).__name__}: {exc}); "
+                "write the data with `counterpoint finetune data`"
+            ) from None
+    return records
+
+
 def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
     """Counts by kind and shape, calls per sample, distinct questions and templates."""
     kinds: dict[str, int] = {}
@@ -117,6 +160,15 @@ class Tokenizer(Protocol):
     def __call__(self, text: str, **kwargs: Any) -> Any: ...
 
 
+class Encodable(Protocol):
+    """What :func:`encode_sample` reads: a :class:`Sample` or a :class:`Record`."""
+
+    @property
+    def segments(self) -> Sequence[Segment]: ...
+
+    def messages(self) -> list[dict[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A sample as token ids with its labels (``IGNORE_INDEX`` where the loss skips)."""
@@ -134,7 +186,7 @@ def _encode(tokenizer: Tokenizer, text: str, *, special: bool) -> list[int]:
     return list(out["input_ids"])
 
 
-def _runs(sample: Sample) -> list[tuple[str, bool]]:
+def _runs(sample: Encodable) -> list[tuple[str, bool]]:
     """The assistant's side as the runtime encodes it: what the model writes between two
     interrupts is one stream of tokens; each injection is encoded on its own."""
     runs: list[tuple[str, bool]] = []
@@ -146,7 +198,7 @@ def _runs(sample: Sample) -> list[tuple[str, bool]]:
     return runs
 
 
-def encode_sample(sample: Sample, tokenizer: Tokenizer) -> Encoded:
+def encode_sample(sample: Encodable, tokenizer: Tokenizer) -> Encoded:
     """``input_ids`` and ``labels`` for one sample, built as the runtime builds its context."""
     prompt = tokenizer.apply_chat_template(
         sample.messages(), tokenize=False, add_generation_prompt=True

@@ -49,9 +49,11 @@ from counterpoint.protocol import (
 )
 from counterpoint.protocol.callsyntax import format_call_body
 from counterpoint.testing import scripted_tokens
+from counterpoint.tools import FunctionTool
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
+    "Catalog",
     "Kind",
     "Sample",
     "Segment",
@@ -141,6 +143,8 @@ class Sample:
     """A message the user sent while the model worked (``[INTR] user [HEAD] ...``), if any."""
     user_interrupt_s: float | None = None
     """When it was sent (simulated seconds since the first token)."""
+    tool_specs: tuple[ToolSpec, ...] = field(default=(), repr=False, compare=False)
+    """The offered tools' specs with this sample's latencies (what :meth:`specs` returns)."""
 
     @property
     def transcript(self) -> str:
@@ -158,6 +162,8 @@ class Sample:
 
     def specs(self) -> tuple[ToolSpec, ...]:
         """The offered tools' specs, with this sample's estimated latencies."""
+        if self.tool_specs:
+            return self.tool_specs
         return tuple(replace(_spec(n), estimated_latency_s=self.latencies[n]) for n in self.tools)
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,6 +207,59 @@ class Sample:
 @functools.cache
 def _spec(name: str) -> ToolSpec:
     return library.entry(name).tool.spec()
+
+
+@dataclass(frozen=True, eq=False)
+class Catalog:
+    """The functions samples are drawn from.
+
+    ``entries`` are the functions questions use and the system prompt offers; ``outside`` are
+    functions for the requests no offered function fits (the ``partial`` and ``no_call``
+    samples: a function of ``outside`` is asked for, never offered). The library's catalog of a
+    split uses its own functions for both (an uncovered request comes from another domain);
+    :mod:`counterpoint.finetune.usertools` builds one over a user's tools.
+    """
+
+    entries: tuple[Entry, ...]
+    outside: tuple[Entry, ...] = ()
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        by_name = {e.name: e for e in (*self.outside, *self.entries)}
+        consumers: dict[str, list[Entry]] = {}
+        for e in self.entries:
+            if e.then and len(e.sources) == 1:
+                consumers.setdefault(e.sources[0], []).append(e)
+        object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_consumers", {k: tuple(v) for k, v in consumers.items()})
+        object.__setattr__(self, "_specs", {})
+
+    def entry(self, name: str) -> Entry:
+        """The entry called ``name`` (``KeyError`` if there is none)."""
+        found: Entry = self._by_name[name]  # type: ignore[attr-defined]
+        return found
+
+    def consumers(self, source: str) -> tuple[Entry, ...]:
+        """The functions that can follow ``source`` in a chain."""
+        found: tuple[Entry, ...] = self._consumers.get(source, ())  # type: ignore[attr-defined]
+        return found
+
+    def spec(self, name: str) -> ToolSpec:
+        specs: dict[str, ToolSpec] = self._specs  # type: ignore[attr-defined]
+        if name not in specs:
+            specs[name] = self.entry(name).tool.spec()
+        return specs[name]
+
+    @property
+    def has_chains(self) -> bool:
+        return any(e.asks for e in self.entries if self.consumers(e.name))
+
+
+@functools.cache
+def library_catalog(split: Split) -> Catalog:
+    """The catalog of one split of the project's library."""
+    pool = library.entries(split)
+    return Catalog(pool, pool, name=f"library/{split}")
 
 
 # -- values and text -----------------------------------------------------------------------------
@@ -295,7 +354,13 @@ def _node(rng: random.Random, e: Entry, *, dependent: bool = False) -> _Node:
 def _run(node: _Node) -> None:
     """Run the fake implementation as the executor does: on the validated arguments."""
     tool = node.entry.tool
-    node.result = tool.fn(**tool.validate(node.args))
+    validated = tool.validate(node.args)
+    if node.entry.result is not None:
+        node.result = node.entry.result(validated)
+    elif isinstance(tool, FunctionTool):
+        node.result = tool.fn(**validated)
+    else:
+        raise LookupError(f"{node.entry.name}: no implementation to make a result with")
 
 
 def _ordered_args(node: _Node) -> dict[str, Any]:
@@ -312,26 +377,12 @@ def _attach(child: _Node, parent_index: int, parent: _Node) -> None:
     child.parents.append(parent_index)
 
 
-@functools.cache
-def _consumer_map(split: Split) -> dict[str, tuple[Entry, ...]]:
-    out: dict[str, list[Entry]] = {}
-    for e in library.entries(split):
-        if e.then and len(e.sources) == 1:
-            out.setdefault(e.sources[0], []).append(e)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def _consumers(split: Split, source: str) -> tuple[Entry, ...]:
-    """The functions of ``split`` that can follow ``source`` in a chain."""
-    return _consumer_map(split).get(source, ())
-
-
-def _chain(rng: random.Random, split: Split, length: int) -> list[Entry]:
-    starts = [e for e in library.entries(split) if e.asks and _consumers(split, e.name)]
+def _chain(rng: random.Random, catalog: Catalog, length: int) -> list[Entry]:
+    starts = [e for e in catalog.entries if e.asks and catalog.consumers(e.name)]
     chain = [rng.choice(starts)]
     while len(chain) < length:
         taken = {e.name for e in chain}
-        nxt = [e for e in _consumers(split, chain[-1].name) if e.name not in taken]
+        nxt = [e for e in catalog.consumers(chain[-1].name) if e.name not in taken]
         if not nxt:
             break
         chain.append(rng.choice(nxt))
@@ -379,10 +430,12 @@ def _add_chain(q: _Question, rng: random.Random, chain: Sequence[Entry], fanout:
     q.sentences.append(_capitalise(text) + ".")
 
 
-def _fanout(rng: random.Random, split: Split) -> list[Entry]:
-    starts = [e for e in library.entries(split) if e.asks and len(_consumers(split, e.name)) >= 2]
+def _fanout(rng: random.Random, catalog: Catalog) -> list[Entry]:
+    starts = [e for e in catalog.entries if e.asks and len(catalog.consumers(e.name)) >= 2]
+    if not starts:
+        return _chain(rng, catalog, 2)
     root = rng.choice(starts)
-    return [root, *rng.sample(list(_consumers(split, root.name)), 2)]
+    return [root, *rng.sample(list(catalog.consumers(root.name)), 2)]
 
 
 _QUESTION_WORDS = frozenset(
@@ -580,6 +633,8 @@ _FAILED = (
 
 
 def _say(node: _Node) -> str:
+    if node.entry.answer is not None:
+        return node.entry.answer(_ordered_args(node), node.result)
     if isinstance(node.result, Mapping) and "error" in node.result:  # report it, invent nothing
         pick = Fake("say-error", node.entry.name, node.args).pick(_FAILED)
         value = render_value(next(iter(_ordered_args(node).values()), ""))
@@ -622,16 +677,21 @@ def _singles(rng: random.Random, pool: Sequence[Entry], k: int) -> list[Entry]:
             chosen.append(rng.choice(chosen))  # the same function with other values
         else:
             taken = {c.name for c in chosen}
-            chosen.append(rng.choice([e for e in pool if e.asks and e.name not in taken]))
+            options = [e for e in pool if e.asks and e.name not in taken]
+            chosen.append(rng.choice(options or chosen))  # a small toolset: repeat one
     return chosen
 
 
 def _distractors(
-    rng: random.Random, pool: Sequence[Entry], needed: Sequence[str], avoid: set[str]
+    rng: random.Random,
+    catalog: Catalog,
+    needed: Sequence[str],
+    avoid: set[str],
 ) -> list[str]:
+    pool = catalog.entries
     room = max(0, MAX_TOOLS - len(needed))
     k = min(room, rng.randint(1, 4))
-    domains = {library.entry(n).domain for n in needed}
+    domains = {catalog.entry(n).domain for n in needed}
     near = [e.name for e in pool if e.domain in domains and e.name not in needed]
     far = [e.name for e in pool if e.domain not in domains and e.domain not in avoid]
     out: list[str] = []
@@ -643,10 +703,20 @@ def _distractors(
     return out
 
 
-def generate_sample(rng: random.Random, split: Split, sample_id: str) -> Sample:
-    """One sample drawn with ``rng`` from the functions of ``split``."""
-    pool = library.entries(split)
+def generate_sample(
+    rng: random.Random, split: Split, sample_id: str, catalog: Catalog | None = None
+) -> Sample:
+    """One sample drawn with ``rng`` from the functions of ``split`` (of the library), or from
+    ``catalog`` (then ``split`` is only the sample's label).
+
+    A catalog without chains (no function takes another's result) gets no chain, fan-out or mix
+    samples: those draws become parallel calls (or a single call, with one function).
+    """
+    catalog = catalog or library_catalog(split)
+    pool = catalog.entries
     shape = _pick_shape(rng)
+    if shape in ("chain", "fanout", "mix") and not catalog.has_chains:
+        shape = "parallel" if len([e for e in pool if e.asks]) > 1 else "single"
     q = _Question()
     uncovered: list[Entry] = []
     user_message: _UserMessage | None = None
@@ -657,14 +727,16 @@ def generate_sample(rng: random.Random, split: Split, sample_id: str) -> Sample:
         for e in _singles(rng, pool, rng.randint(2, 6)):
             _add_single(q, rng, e)
     elif shape in ("chain", "fanout"):
-        chain = _chain(rng, split, rng.randint(2, 3)) if shape == "chain" else _fanout(rng, split)
+        chain = (
+            _chain(rng, catalog, rng.randint(2, 3)) if shape == "chain" else _fanout(rng, catalog)
+        )
         if len(chain) < 2:
             shape, chain = "single", []
             _add_single(q, rng, rng.choice(pool))
         else:
             _add_chain(q, rng, chain, fanout=shape == "fanout")
     elif shape == "mix":
-        chain = _chain(rng, split, rng.randint(2, 3))
+        chain = _chain(rng, catalog, rng.randint(2, 3))
         singles = _singles(rng, pool, rng.randint(1, 6 - max(2, len(chain))))
         chain_first = rng.random() < 0.5
         if chain_first and len(chain) >= 2:
@@ -693,7 +765,7 @@ def generate_sample(rng: random.Random, split: Split, sample_id: str) -> Sample:
             _add_single(q, rng, e)
     if shape in ("partial", "no_call"):
         used = {n.entry.domain for n in q.nodes}
-        others = [e for e in pool if e.domain not in used and e.asks]
+        others = [e for e in catalog.outside if e.domain not in used and e.asks]
         miss = rng.choice(others)
         uncovered.append(miss)
         miss_node = _node(rng, miss)
@@ -706,15 +778,15 @@ def generate_sample(rng: random.Random, split: Split, sample_id: str) -> Sample:
 
     needed = list(dict.fromkeys(n.entry.name for n in q.nodes))
     avoid = {e.domain for e in uncovered}
-    tools = [*needed, *_distractors(rng, pool, needed, avoid)]
+    tools = [*needed, *_distractors(rng, catalog, needed, avoid)]
     if not tools or (shape in ("no_call", "chat") and len(tools) < 2):
         far = [e.name for e in pool if e.domain not in avoid and e.name not in tools]
-        tools.extend(rng.sample(far, rng.randint(2, 5)))
+        tools.extend(rng.sample(far, min(len(far), rng.randint(2, 5))))
     rng.shuffle(tools)
     latencies = {}
     for name in tools:
         factor = math.exp(rng.uniform(-math.log(LATENCY_FACTOR), math.log(LATENCY_FACTOR)))
-        latencies[name] = _nice_latency(min(3.0, library.entry(name).latency_s * factor))
+        latencies[name] = _nice_latency(min(3.0, catalog.entry(name).latency_s * factor))
 
     dt = round(rng.uniform(*TOKEN_TIME_RANGE_S), 4)
     for n in q.nodes:
@@ -735,7 +807,7 @@ def generate_sample(rng: random.Random, split: Split, sample_id: str) -> Sample:
     t += _tokens(answer) * dt
 
     instructions = DEFAULT_INSTRUCTIONS if rng.random() < 0.75 else rng.choice(_OTHER_INSTRUCTIONS)
-    specs = tuple(replace(_spec(n), estimated_latency_s=latencies[n]) for n in tools)
+    specs = tuple(replace(catalog.spec(n), estimated_latency_s=latencies[n]) for n in tools)
     kinds: dict[str, Kind] = {"chat": "chat", "no_call": "no_call", "partial": "partial"}
     kind = kinds.get(shape, "calls")
     asked_later = set(user_message.nodes) if user_message is not None else set()
@@ -779,6 +851,7 @@ def generate_sample(rng: random.Random, split: Split, sample_id: str) -> Sample:
         templates=tuple(n.template.text for n in q.nodes),
         user_interrupt=user_message.text if user_message else None,
         user_interrupt_s=user_message.at_s if user_message else None,
+        tool_specs=specs,
     )
 
 

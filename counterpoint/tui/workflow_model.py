@@ -24,7 +24,6 @@ _REGISTERED = _workflow_events.WORKFLOW_EVENT_KINDS
 _WAITING = ("pending", "ready", "running")
 
 
-
 @dataclass
 class TaskView:
     """One task as the events left it: ``status`` is ``pending``, ``ready``, ``running``, or how

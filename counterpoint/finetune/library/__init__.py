@@ -117,7 +117,7 @@ def split_of(name: str) -> Split:
 
 def all_tools(split: Split | None = None) -> tuple[FunctionTool[..., object], ...]:
     """Every library tool (or one split's), in library order."""
-    return tuple(e.tool for e in entries(split))
+    return tuple(e.tool for e in entries(split) if isinstance(e.tool, FunctionTool))
 
 
 def toolset(names: Sequence[str] | None = None) -> Toolset:

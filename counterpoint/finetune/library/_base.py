@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from counterpoint.tools import FunctionTool
+from counterpoint.tools import FunctionTool, Tool
 
 __all__ = ["Domain", "Entry", "Fake", "Link", "Sampler", "Template", "TemplateLike"]
 
@@ -72,15 +72,23 @@ class Link:
 
 @dataclass(frozen=True)
 class Entry:
-    """One library function with its templates, links and samplers."""
+    """One library function with its templates, links and samplers.
 
-    tool: FunctionTool[..., Any]
+    ``result`` and ``answer`` are for functions the trace generator cannot run or describe with
+    templates (a user's own tools, :mod:`counterpoint.finetune.usertools`): ``result`` makes a
+    call's result from its validated arguments instead of running the tool, ``answer`` writes
+    the answer sentence from the arguments and the result instead of ``say``.
+    """
+
+    tool: Tool
     domain: str
     asks: tuple[Template, ...]
     say: tuple[str, ...]
     then: tuple[Template, ...] = ()
     links: tuple[Link, ...] = ()
     values: Mapping[str, Sampler] = field(default_factory=dict)
+    result: Callable[[Mapping[str, Any]], Any] | None = None
+    answer: Callable[[Mapping[str, Any], Any], str] | None = None
 
     @property
     def name(self) -> str:
@@ -128,7 +136,7 @@ class Domain:
                 parsed.append(Link(param, source, fld))
             self.entries.append(
                 Entry(
-                    tool=fn,  # type: ignore[arg-type]
+                    tool=fn,
                     domain=self.name,
                     asks=tuple(Template.of(a) for a in asks),
                     say=(say,) if isinstance(say, str) else tuple(say),

@@ -1,0 +1,253 @@
+"""``counterpoint finetune``: synthetic CML data and LoRA training, as typer commands.
+
+- ``counterpoint finetune data --out DIR -n N --held-out M --seed S [--tools pkg.mod:toolset]``
+- ``counterpoint finetune train --out DIR [--data DIR] [--tools pkg.mod:toolset] [-n N] ...``
+- ``counterpoint finetune --tools pkg.mod:toolset --out DIR``: ``train`` with its defaults.
+
+User errors are :class:`~counterpoint.errors.CounterpointError` lines (the top-level ``main``
+prints them and exits with status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from counterpoint.errors import ConfigError
+
+__all__ = ["finetune_app"]
+
+finetune_app = typer.Typer(
+    name="finetune",
+    help="Fine-tune the model for CML calls: synthetic traces, then a LoRA adapter (CPU).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_console = Console(stderr=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="The folder to write to.")]
+ToolsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tools",
+        help="Build the data over your own tools (pkg.mod:toolset) with generic questions, "
+        "instead of the project's function library.",
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the data and of training.")]
+
+
+def _data(out: Path, n: int, held_out: int, seed: int, tools: str | None) -> dict[str, Any]:
+    from counterpoint.finetune.commands import prepare_data
+
+    with _console.status(f"generating {n} + {held_out} samples in {out}"):
+        return prepare_data(out, n=n, seed=seed, held_out=held_out, tools=tools)
+
+
+@finetune_app.command("data")
+def data_command(
+    out: OutOpt,
+    n: Annotated[int, typer.Option("-n", min=1, help="Training samples.")] = 1000,
+    held_out: Annotated[int, typer.Option("--held-out", min=0, help="Held-out samples.")] = 200,
+    seed: SeedOpt = 0,
+    tools: ToolsOpt = None,
+) -> None:
+    """Write train.jsonl, held_out.jsonl and manifest.json (with each file's sha256)."""
+    manifest = _data(out, n, held_out, seed, tools)
+    typer.echo(json.dumps(manifest, indent=2))
+
+
+def _train(
+    *,
+    out: Path,
+    data: Path | None,
+    tools: str | None,
+    n: int,
+    held_out: int,
+    epochs: float,
+    max_steps: int | None,
+    rank: int,
+    alpha: int | None,
+    lr: float,
+    batch_size: int,
+    grad_accum: int,
+    max_len: int,
+    seed: int,
+    warmup: int,
+    skip_long: bool,
+    checkpointing: bool = False,
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from counterpoint.finetune.train import StepLog, TrainConfig, train
+
+    config = TrainConfig(
+        rank=rank,
+        alpha=alpha if alpha is not None else 2 * rank,
+        lr=lr,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_len=max_len,
+        seed=seed,
+        warmup_steps=warmup,
+        too_long="skip" if skip_long else "error",
+        gradient_checkpointing=checkpointing,
+    )
+    if data is not None and tools is not None:
+        raise ConfigError(
+            "pass --data (data already written) or --tools (to generate it), not both"
+        )
+    generated: str | None = None
+    if data is None:
+        data = out / "data"
+        _data(data, n, held_out, seed, tools)
+        words = ["counterpoint", "finetune", "data", "--out", str(data), "-n", str(n)]
+        words += ["--held-out", str(held_out), "--seed", str(seed)]
+        words += ["--tools", tools] if tools else []
+        generated = shlex.join(words)
+
+    def load_base() -> Any:
+        from counterpoint.runtime.backends.transformers import TransformersModel
+
+        _console.print("loading the base model (float32); the bar shows after the first step")
+        return TransformersModel.load(dtype="float32")
+
+    progress = Progress(
+        TextColumn("training"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_console,
+    )
+    task = progress.add_task("train", total=None, loss="-")
+
+    def on_step(log: StepLog) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=log.step, total=log.total_steps, loss=f"{log.loss:.4f}")
+
+    flags = ["--out", str(out), "--data", str(data), "--epochs", str(epochs)]
+    if max_steps is not None:
+        flags += ["--max-steps", str(max_steps)]
+    flags += ["--rank", str(rank), "--alpha", str(config.alpha), "--lr", str(lr)]
+    flags += ["--batch-size", str(batch_size), "--grad-accum", str(grad_accum)]
+    flags += ["--max-len", str(max_len), "--seed", str(seed), "--warmup", str(warmup)]
+    flags += ["--skip-long"] if skip_long else []
+    flags += ["--gradient-checkpointing"] if checkpointing else []
+    command = shlex.join(["counterpoint", "finetune", "train", *flags])
+    if generated is not None:
+        command = generated + " && " + command
+    try:
+        result = train(data, config, out, base=load_base, on_step=on_step, command=command)
+    finally:
+        progress.stop()
+    recipe = result.recipe_data
+    lines = [
+        f"adapter   {result.adapter} ({(recipe['adapter_bytes'] or 0) / 2**20:.1f} MiB)",
+        f"recipe    {result.recipe}",
+        f"loss plot {result.plot}",
+        f"steps     {result.steps} ({recipe['epochs']} epochs, {recipe['data']['samples_trained']} "
+        f"samples, {recipe['data']['samples_skipped_too_long']} skipped as too long)",
+        f"loss      {result.losses[0]:.4f} -> {result.final_loss:.4f}",
+        f"time      {result.wall_s:.1f} s ({result.tokens_per_s:.0f} tokens/s, "
+        f"{recipe['s_per_step']} s/step)",
+        f"use it    counterpoint run --adapter {result.out_dir} '...'",
+    ]
+    typer.echo("\n".join(lines))
+
+
+def _train_options(
+    out: OutOpt,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data written by `finetune data` (default: generate it)."),
+    ] = None,
+    tools: ToolsOpt = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="Samples to generate.")] = 1000,
+    held_out: Annotated[
+        int, typer.Option("--held-out", min=0, help="Held-out samples to generate.")
+    ] = 200,
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data.")] = 1.0,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Optimizer steps (wins over --epochs).")
+    ] = None,
+    rank: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 16,
+    alpha: Annotated[
+        int | None, typer.Option("--alpha", help="LoRA alpha (default: 2 x rank).")
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch.")] = 1,
+    grad_accum: Annotated[
+        int, typer.Option("--grad-accum", help="Batches per optimizer step.")
+    ] = 2,
+    max_len: Annotated[int, typer.Option("--max-len", help="Longest sample, in tokens.")] = 2048,
+    seed: SeedOpt = 0,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps.")] = 0,
+    skip_long: Annotated[
+        bool, typer.Option("--skip-long", help="Leave out samples longer than --max-len.")
+    ] = False,
+    checkpointing: Annotated[
+        bool,
+        typer.Option(
+            "--gradient-checkpointing", help="Recompute activations: less RAM, slower steps."
+        ),
+    ] = False,
+) -> None:
+    """Train a LoRA adapter on CPU (generating the data unless --data is given)."""
+    _train(
+        out=out,
+        data=data,
+        tools=tools,
+        n=n,
+        held_out=held_out,
+        epochs=epochs,
+        max_steps=max_steps,
+        rank=rank,
+        alpha=alpha,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_len=max_len,
+        seed=seed,
+        warmup=warmup,
+        skip_long=skip_long,
+        checkpointing=checkpointing,
+    )
+
+
+finetune_app.command("train")(_train_options)
+
+
+@finetune_app.callback(invoke_without_command=True)
+def _group(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Train with the defaults into this folder.")
+    ] = None,
+    tools: ToolsOpt = None,
+) -> None:
+    """Fine-tune the model for CML calls: `data` writes synthetic traces, `train` trains a LoRA
+    adapter on them (CPU). `counterpoint finetune --tools pkg.mod:toolset --out DIR` is `train`
+    with its defaults."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if out is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    _train_options(out=out, tools=tools)

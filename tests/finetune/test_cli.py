@@ -1,0 +1,64 @@
+"""``counterpoint finetune``: the data command and one-line errors (exit status 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from counterpoint.cli import main
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return (code if isinstance(code, int) else 0), out, err
+
+
+def test_finetune_data_writes_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data"
+    code, stdout, _ = _run(
+        ["finetune", "data", "--out", str(out), "-n", "5", "--held-out", "2", "--seed", "4"], capsys
+    )
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert json.loads(stdout) == manifest
+    assert manifest["seed"] == 4 and manifest["files"]["train"]["samples"] == 5
+    assert len((out / "train.jsonl").read_text(encoding="utf-8").splitlines()) == 5
+    assert len((out / "held_out.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_finetune_data_for_user_tools(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "user"
+    argv = ["finetune", "data", "--out", str(out), "-n", "4", "--held-out", "1"]
+    code, _, _ = _run([*argv, "--tools", "tests.finetune._user_tools:toolset"], capsys)
+    assert code == 0
+    assert json.loads((out / "manifest.json").read_text())["library"]["functions"] == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["finetune", "data", "--out", "X", "-n", "0"],
+        ["finetune", "data", "--out", "X", "--bogus"],
+        ["finetune", "train", "--out", "X", "--rank", "0"],
+        ["finetune", "train", "--out", "X", "--data", "X/missing"],
+        ["finetune", "--tools", "tests.finetune._user_tools:empty", "--out", "X"],
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [a.replace("X", str(tmp_path / "o")) for a in argv]
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("counterpoint: error:"), err
+
+
+def test_finetune_help_lists_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["finetune", "--help"], capsys)
+    assert code == 0 and "data" in out and "train" in out
