@@ -26,14 +26,11 @@ modules do) give better data.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
-import os
 import random
 import re
 import string
-import sys
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,6 +43,7 @@ from counterpoint.finetune.library import Entry, Fake, Split, Template
 from counterpoint.finetune.library.values import SHARED
 from counterpoint.finetune.traces import Catalog, Sample, generate_sample, render_value
 from counterpoint.tools import FunctionTool, Tool, Toolset
+from counterpoint.tools.loading import load_tools
 
 __all__ = ["build_user_dataset", "load_toolset", "user_catalog", "user_entry"]
 
@@ -70,63 +68,15 @@ _STOP = frozenset(
 
 
 def load_toolset(spec: str) -> Toolset:
-    """The toolset ``spec`` names: ``pkg.mod:attr`` (a Toolset, a tool, a list of tools or
-    functions, or a function returning one) or ``pkg.mod`` (every tool the module defines).
-
-    Raises :class:`ConfigError` (one line) if it cannot be imported or holds no tools.
-    """
-    module_name, _, attr = spec.partition(":")
-    if not module_name.strip():
-        raise ConfigError(f"--tools {spec!r}: give a module path such as mypkg.tools:toolset")
-    try:
-        module = _import(module_name)
-    except Exception as exc:  # the user's module failed to import: say why in one line
-        raise ConfigError(
-            f"--tools {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    if attr:
-        if not hasattr(module, attr):
-            raise ConfigError(f"--tools {spec!r}: {module_name!r} has no attribute {attr!r}")
-        value: Any = getattr(module, attr)
-        if callable(value) and not isinstance(value, Tool | Toolset):
-            try:
-                value = value()
-            except TypeError:
-                value = [value]
-        try:
-            toolset = value if isinstance(value, Toolset) else Toolset(value)
-        except Exception as exc:
-            raise ConfigError(
-                f"--tools {spec!r}: not a toolset or a list of tools: {exc}"
-            ) from None
-    else:
-        found = [v for v in vars(module).values() if isinstance(v, Tool)]
-        sets = [v for v in vars(module).values() if isinstance(v, Toolset)]
-        toolset = sets[0] if not found and len(sets) == 1 else Toolset(found)
+    """The toolset ``spec`` names (see :func:`counterpoint.tools.loading.load_tools`), which
+    must hold at least one tool. Raises :class:`ConfigError` (one line) otherwise."""
+    toolset = load_tools(spec)
     if len(toolset) == 0:
         raise ConfigError(
             f"--tools {spec!r} has no tools: add @tool functions to it (there is nothing to "
             "fine-tune for)"
         )
     return toolset
-
-
-def _import(module_name: str) -> Any:
-    """Import a module, looking in the current folder too (as ``python -m`` does: the
-    ``counterpoint`` script does not put it on ``sys.path``)."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        cwd = os.getcwd()
-        top = module_name.split(".", 1)[0]
-        if exc.name != top or cwd in sys.path or "" in sys.path:
-            raise
-        sys.path.insert(0, cwd)
-        try:
-            return importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            sys.path.remove(cwd)
-            raise
 
 
 # -- values ---------------------------------------------------------------------------------
