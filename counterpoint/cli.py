@@ -75,6 +75,13 @@ def run(
     mode: Annotated[CallMode, typer.Option(help="Calling mode.")] = CallMode.ASYNC,
     system: Annotated[str | None, typer.Option(help="Instructions (system prompt).")] = None,
     trace: Annotated[bool, typer.Option(help="Record the run in the traces database.")] = True,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            help="A LoRA adapter folder (`counterpoint finetune train` writes one) merged into a "
+            "local model; none: the base model (the default)."
+        ),
+    ] = None,
 ) -> None:
     """Run PROMPT on a model and stream the answer to the terminal."""
     from counterpoint._console import EventPrinter
@@ -83,7 +90,7 @@ def run(
     from counterpoint.runtime.backends.registry import resolve_model
     from counterpoint.runtime.session import Limits
 
-    resolved = resolve_model(model, base_url=base_url)
+    resolved = resolve_model(model, base_url=base_url, adapter=adapter)
     agent = Agent(
         name="cli",
         instructions=system or "You are a helpful assistant. Answer briefly.",
@@ -146,6 +153,10 @@ def tui(
             " $COUNTERPOINT_TUI_THEME)."
         ),
     ] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(help="A LoRA adapter folder merged into the local model (default: none)."),
+    ] = None,
 ) -> None:
     """The terminal UI: run an agent and watch its calls on a timeline; browse stored traces."""
     from counterpoint.tui import launch
@@ -160,6 +171,7 @@ def tui(
         run_id=run_id,
         workflow=workflow,
         theme=theme,
+        adapter=adapter,
     )
 
 

@@ -212,12 +212,13 @@ def case_models(
     base_url: str | None = None,
     latency_scale: float = 1.0,
     constrained: bool = True,
+    adapter: str | None = None,
 ) -> CaseModels:
     """The model source for a ``--model`` spec (see the module docstring); ``constrained``
     switches the local backend's grammar-constrained call blocks on or off."""
     if spec in SCRIPTED_MODELS:
         return _Scripted(spec, latency_scale=latency_scale)
-    model = resolve_model(spec, base_url=base_url)
+    model = resolve_model(spec, base_url=base_url, adapter=adapter)
     if hasattr(model, "constrained"):
         model.constrained = constrained
     if spec.startswith("openai:"):

@@ -87,6 +87,7 @@ _FLAGS = {
     "turns": "--turns",
     "data_dir": "--data-dir",
     "constrained": "--constrained/--no-constrained",
+    "adapter": "--adapter",
 }
 
 
@@ -229,6 +230,10 @@ def bfcl(
             help="Grammar-constrained call blocks on the local backend (default: on).",
         ),
     ] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(help="A LoRA adapter folder merged into the local model (default: none)."),
+    ] = None,
 ) -> None:
     """Run BFCL cases through an agent in each mode; record accuracy and latency per case."""
     console = Console(stderr=True)
@@ -242,6 +247,7 @@ def bfcl(
         "turns": turns,
         "data_dir": str(data_dir) if data_dir is not None else None,
         "constrained": constrained,
+        "adapter": adapter,
     }
     with _user_errors():
         if concurrency < 1:
@@ -265,6 +271,7 @@ def bfcl(
                     turns=_turns(turns),
                     data_dir=str(data_dir) if data_dir is not None else None,
                     constrained=constrained is not False,
+                    adapter=None if adapter is None or adapter.lower() == "none" else adapter,
                 )
             _warn_held_back(config, console)
             outcome = _run(config, tracer, resume, base_url, concurrency, console)

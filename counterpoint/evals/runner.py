@@ -181,6 +181,7 @@ class EvalConfig:
         turns: ``all`` turns of a multi-turn question in order, or only the ``first``.
         constrained: grammar-constrained call blocks on the local backend (False: the raw
             model writes every token itself).
+        adapter: a LoRA adapter folder merged into the local model (None: the base model).
     """
 
     categories: tuple[str, ...] = DEVELOPMENT_CATEGORIES
@@ -193,6 +194,7 @@ class EvalConfig:
     data_dir: str | None = None
     turns: Literal["all", "first"] = "all"
     constrained: bool = True
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", expand_categories(self.categories))
@@ -553,6 +555,7 @@ async def run_bfcl(
         base_url=config.base_url,
         latency_scale=config.latency_scale,
         constrained=config.constrained,
+        adapter=config.adapter,
     )
     record = EvalRunRecord(
         id=uuid.uuid4().hex,
@@ -609,6 +612,7 @@ async def resume_bfcl(
         base_url=config.base_url,
         latency_scale=config.latency_scale,
         constrained=config.constrained,
+        adapter=config.adapter,
     )
     resumes = [*record.attributes.get("resumed_at", []), _now()]
     record.attributes = {**record.attributes, "resumed_at": resumes}

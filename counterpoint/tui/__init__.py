@@ -6,7 +6,7 @@ Every widget is fed by events: live from a run's bus, or stored in the traces da
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from counterpoint.agents.agent import Agent
@@ -24,8 +24,10 @@ def build_agent(
     instructions: str | None = None,
     max_tokens: int = 256,
     db: str | None = None,
+    adapter: str | None = None,
 ) -> Agent:
-    """The run screen's agent from the CLI's flags; a bad ``tools`` raises ConfigError first."""
+    """The run screen's agent from the CLI's flags; a bad ``tools`` or ``adapter`` raises
+    ConfigError first (an adapter loads the model now, merged with it)."""
     from counterpoint.agents.agent import Agent
     from counterpoint.runtime.backends.base import SamplingParams
     from counterpoint.runtime.session import Limits
@@ -33,6 +35,13 @@ def build_agent(
     from counterpoint.tui._load import load_tools
 
     toolset = load_tools(tools) if tools else Toolset()
+    spec: Any = model
+    if adapter is not None and adapter.lower() != "none":
+        from counterpoint.runtime.backends._adapter import check_adapter
+        from counterpoint.runtime.backends.registry import resolve_model
+
+        check_adapter(adapter)
+        spec = resolve_model(model, adapter=adapter)
     tracer: EventSink | bool = True
     if db is not None:
         from counterpoint.runtime.tracing import SQLiteTracer
@@ -42,7 +51,7 @@ def build_agent(
         "tui",
         instructions or "You are a helpful assistant. Answer briefly.",
         tools=toolset,
-        model=model,
+        model=spec,
         mode=cast(Mode, mode),
         params=SamplingParams(max_tokens=max_tokens),
         limits=Limits(max_tokens=max_tokens),
@@ -61,6 +70,7 @@ def launch(
     run_id: str | None = None,
     workflow: str | os.PathLike[str] | None = None,
     theme: str | None = None,
+    adapter: str | None = None,
 ) -> None:
     """Check the flags (errors raise before the UI starts), then run the app.
 
@@ -85,5 +95,6 @@ def launch(
         instructions=instructions,
         max_tokens=max_tokens,
         db=db,
+        adapter=adapter,
     )
     CounterpointApp(agent, db=db, run_id=run_id, workflow=loaded, theme=theme).run()

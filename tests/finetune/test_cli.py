@@ -62,3 +62,30 @@ def test_bad_flags_are_one_line_and_exit_2(
 def test_finetune_help_lists_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(["finetune", "--help"], capsys)
     assert code == 0 and "data" in out and "train" in out
+
+
+def test_run_with_a_missing_adapter_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from counterpoint.cli import main
+
+    missing = tmp_path / "no-adapter"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--adapter", str(missing), "--no-trace", "Hi"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err and "--adapter none" in err
+
+
+@pytest.mark.parametrize("command", [["tui"], ["eval", "bfcl", "--limit", "1"]])
+def test_tui_and_eval_check_the_adapter_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    from counterpoint.cli import main
+
+    missing = tmp_path / "gone"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--adapter", str(missing), "--db", str(tmp_path / "t.db")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert str(missing) in err[-1] and "--adapter none" in err[-1]

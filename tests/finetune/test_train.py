@@ -91,6 +91,24 @@ def test_a_tiny_adapter_trains_saves_and_changes_the_model(base: Any, tmp_path: 
     assert after.shape == before.shape
     assert not torch.allclose(after, before, atol=1e-4)
 
+    # the loader merges it the same way: TransformersModel.load(adapter=...) and the registry
+    from counterpoint.runtime.backends.registry import resolve_model
+    from counterpoint.runtime.backends.transformers import TransformersModel
+
+    loaded = TransformersModel.load(dtype="float32", adapter=out)
+    try:
+        assert loaded.name.endswith("+adapter")
+        assert torch.allclose(_logits(loaded.hf_model, loaded.tokenizer), after, atol=1e-4)
+    finally:
+        loaded.close()
+    plain = TransformersModel.load(dtype="float32", adapter="none")
+    try:
+        assert torch.allclose(_logits(plain.hf_model, plain.tokenizer), before, atol=1e-5)
+    finally:
+        plain.close()
+    with pytest.raises(ConfigError, match="adapters apply to local models"):
+        resolve_model("openai:m", base_url="http://127.0.0.1:9/v1", adapter=str(out))
+
 
 @pytest.mark.model
 def test_max_len_too_small_for_the_samples(base: Any, tmp_path: Path) -> None:

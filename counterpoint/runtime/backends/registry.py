@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
+from counterpoint.errors import ConfigError
 from counterpoint.runtime.backends.base import Model
 
 __all__ = ["resolve_model"]
@@ -17,7 +18,9 @@ _lock = threading.Lock()
 _loaded: dict[str, Model] = {}
 
 
-def resolve_model(spec: str | None = None, *, base_url: str | None = None) -> Model:
+def resolve_model(
+    spec: str | None = None, *, base_url: str | None = None, adapter: str | None = None
+) -> Model:
     """Return the Model a spec names.
 
     - ``None`` or ``"embedded"``: the embedded SmolLM2-135M-Instruct (env ``COUNTERPOINT_MODEL``
@@ -25,17 +28,27 @@ def resolve_model(spec: str | None = None, *, base_url: str | None = None) -> Mo
     - ``"openai:NAME"``: model NAME on an OpenAI-compatible server at ``base_url`` (or
       ``OPENAI_BASE_URL``);
     - anything else: a local directory or a Hugging Face id already in the local cache.
+
+    ``adapter``: a LoRA adapter folder merged into a local model (None or ``"none"``: the base
+    model); a server's model takes none (a ConfigError says so).
     """
     spec = spec or os.environ.get("COUNTERPOINT_MODEL") or "embedded"
+    adapter = None if adapter is None or adapter.lower() == "none" else adapter
     if spec.startswith("openai:"):
+        if adapter is not None:
+            raise ConfigError(
+                f"--adapter {adapter!r}: adapters apply to local models, not to {spec!r} "
+                "(load the adapter in the server instead, or pass --adapter none)"
+            )
         from counterpoint.runtime.backends.openai import OpenAIModel
 
         return OpenAIModel(spec.removeprefix("openai:"), base_url=base_url)
+    key = spec if adapter is None else f"{spec}+{os.path.abspath(adapter)}"
     with _lock:
-        model = _loaded.get(spec)
+        model = _loaded.get(key)
         if model is None:
             from counterpoint.runtime.backends.transformers import TransformersModel
 
-            model = TransformersModel.load(None if spec == "embedded" else spec)
-            _loaded[spec] = model
+            model = TransformersModel.load(None if spec == "embedded" else spec, adapter=adapter)
+            _loaded[key] = model
         return model

@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from counterpoint.core.bus import RunScope
 from counterpoint.core.calls import Interrupt, ToolSpec
@@ -136,6 +140,11 @@ class TransformersModel:
         self.jump_forward = jump_forward
         """Append the tokens a grammar forces in one forward pass (else one pass each)."""
         self._grammars: Grammars | None = None
+        self._lean: _LeanDecode | None = None
+        self.lean_decode = _LeanDecode.eligible(model)
+        """Run one-token decode steps through :class:`_LeanDecode` (same ops as the model's own
+        forward, bit for bit, without its per-call Python overhead); ``False`` runs every pass
+        through ``model.forward``. Only Llama-architecture models with SDPA attention have it."""
 
     # ----------------------------------------------------------------------------- construction
 
@@ -148,6 +157,7 @@ class TransformersModel:
         dtype: str = "auto",
         prefix_cache: bool = True,
         constrained: bool = True,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> TransformersModel:
         """Load a model on CPU without touching the network.
 
@@ -157,14 +167,28 @@ class TransformersModel:
         ``.gguf`` file, or a Hugging Face hub id already in the local HF cache. ``dtype`` is
         ``"auto"`` (bf16 where the CPU runs it natively, else fp32), ``"float32"`` or
         ``"bfloat16"``. Raises :class:`~counterpoint.errors.ModelNotFoundError` for anything else.
-        ``constrained=False`` turns grammar-constrained call blocks off.
+        ``constrained=False`` turns grammar-constrained call blocks off. ``adapter``: a LoRA
+        adapter folder (``counterpoint finetune train`` writes one) merged into the weights, so
+        decoding costs what it cost without it; None or ``"none"``: the base model. A missing or
+        corrupt adapter is a one-line :class:`~counterpoint.errors.ConfigError`.
         """
         _loading.configure_threads()
+        use = adapter is not None and str(adapter).lower() != "none"
+        if use:
+            from counterpoint.runtime.backends._adapter import check_adapter
+
+            check_adapter(str(adapter))  # before minutes of loading
         loaded = _loading.load(spec, dtype=dtype, cache_dir=cache_dir)
+        hf, name = loaded.model, loaded.name
+        if use:
+            from counterpoint.runtime.backends._adapter import apply_adapter
+
+            hf = apply_adapter(hf, str(adapter))
+            name = f"{name}+{Path(str(adapter)).name}"
         return cls(
-            loaded.model,
+            hf,
             loaded.tokenizer,
-            name=loaded.name,
+            name=name,
             directory=loaded.directory,
             prefix_cache=prefix_cache,
             constrained=constrained,
@@ -178,10 +202,16 @@ class TransformersModel:
         cache_dir: Path | None = None,
         dtype: str = "auto",
         constrained: bool = True,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> TransformersModel:
         """:meth:`load` in a thread, so an event loop keeps running while the model loads."""
         return await asyncio.to_thread(
-            cls.load, spec, cache_dir=cache_dir, dtype=dtype, constrained=constrained
+            cls.load,
+            spec,
+            cache_dir=cache_dir,
+            dtype=dtype,
+            constrained=constrained,
+            adapter=adapter,
         )
 
     # ----------------------------------------------------------------------------- properties
@@ -440,6 +470,13 @@ class TransformersModel:
                 self._ban_tables[banned] = table
             return table
 
+    def _lean_step(self) -> _LeanDecode | None:
+        """The lean one-token step of this model (built on first use, shared by every wrapper
+        of the same transformers model; worker thread)."""
+        if self._lean is None:
+            self._lean = _LeanDecode.of(self._model)
+        return self._lean
+
     def close(self) -> None:
         """Stop the worker thread (after the forward pass in progress). Idempotent."""
         if not self._closed:
@@ -632,18 +669,23 @@ class TransformersDecoder:
         cache = self._cache
         if cache is None:
             raise CounterpointError("this decoder is closed: open a new one with model.start()")
-        extra: dict[str, Any] = {"logits_to_keep": keep} if self._owner._keep_arg else {}
-        input_ids = torch.tensor([ids], dtype=torch.long)
+        owner = self._owner
         self.forward_passes += 1
+        lean = owner._lean_step() if len(ids) == 1 and owner.lean_decode else None
         try:
             with torch.inference_mode():
-                extra[self._owner._cache_arg] = cache
-                out = self._owner._model(input_ids=input_ids, use_cache=True, **extra)
+                if lean is not None and lean.fits(cache):
+                    logits: torch.Tensor = lean.step(ids[0], cache)
+                else:
+                    extra: dict[str, Any] = {"logits_to_keep": keep} if owner._keep_arg else {}
+                    extra[owner._cache_arg] = cache
+                    input_ids = torch.tensor([ids], dtype=torch.long)
+                    out = owner._model(input_ids=input_ids, use_cache=True, **extra)
+                    logits = out.logits[0, -keep:]
         except BaseException:
             _truncate(cache, len(self._ids))  # undo a partial update; the decoder stays usable
             raise
         self._ids.extend(ids)
-        logits: torch.Tensor = out.logits[0, -keep:]
         return logits
 
     def _prefill_prompt(
@@ -832,6 +874,224 @@ class TransformersDecoder:
         self.last_prefill_s = seconds
         self.last_prefill_tokens = tokens
         self.prefill_s_total += seconds
+
+
+class _LeanDecode:
+    """A one-token decode step of a Llama-architecture model, without ``model.forward``.
+
+    It runs exactly the tensor operations of transformers' ``LlamaForCausalLM.forward`` for one
+    new token on a ``DynamicCache`` with SDPA attention (no mask: a single query attends to every
+    cached position), in the same order and dtypes, so its logits and the keys and values it
+    appends are bit for bit those of the model's own forward (tests/runtime/backends/
+    test_lean_decode.py checks it). What it leaves out is per-call Python overhead: the mask
+    builder, output records, keyword plumbing and decorators of every module. The projections are
+    still called as modules, so adapters that wrap them (LoRA) keep working. Worker thread only.
+    """
+
+    def __init__(self, model: Any) -> None:
+        inner = model.model
+        self._embed = inner.embed_tokens
+        self._rotary = inner.rotary_emb
+        self._norm = inner.norm
+        self._packed: list[_PackedLinear] = []
+        self._exact: dict[tuple[int, ...], bool] = {}  # per weight shape: is packing exact?
+        self._head = self._linear(model.lm_head)
+        self._layers = [
+            (
+                layer.input_layernorm,
+                self._linear(layer.self_attn.q_proj),
+                self._linear(layer.self_attn.k_proj),
+                self._linear(layer.self_attn.v_proj),
+                self._linear(layer.self_attn.o_proj),
+                int(layer.self_attn.head_dim),
+                float(layer.self_attn.scaling),
+                int(layer.self_attn.num_key_value_groups) > 1,
+                layer.post_attention_layernorm,
+                self._linear(layer.mlp.gate_proj),
+                self._linear(layer.mlp.up_proj),
+                self._linear(layer.mlp.down_proj),
+                layer.mlp.act_fn,
+            )
+            for layer in inner.layers[: model.config.num_hidden_layers]
+        ]
+        # Modules whose forward this step replaces: a hook on any of them sends it back to the
+        # model's own forward, so hooks still run.
+        # (The model itself only weakly: this step is cached in a WeakKeyDictionary keyed by it.)
+        self._model = weakref.ref(model)
+        bypassed = [inner, inner.norm, inner.rotary_emb]
+        for layer in inner.layers:
+            bypassed += [layer, layer.self_attn, layer.mlp]
+            bypassed += [layer.input_layernorm, layer.post_attention_layernorm]
+        bypassed += [p.module for p in self._packed]
+        self._bypassed = bypassed
+
+    def _hooked(self) -> bool:
+        """True if a forward hook is registered on a bypassed module (or globally)."""
+        nn_module = torch.nn.modules.module
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+            return True
+        top = self._model()
+        if top is None or top._forward_hooks or top._forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self._bypassed)
+
+    def _linear(self, module: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``module`` itself, or its bf16 weight prepacked for oneDNN where that is exact."""
+        if _PackedLinear.suits(module):
+            packed = _PackedLinear(module)
+            shape = tuple(module.weight.shape)
+            if shape not in self._exact:
+                self._exact[shape] = packed.exact()
+            if self._exact[shape]:
+                self._packed.append(packed)
+                return packed
+        call: Callable[[torch.Tensor], torch.Tensor] = module
+        return call
+
+    @staticmethod
+    def eligible(model: Any) -> bool:
+        """True for models whose one-token forward this step reproduces (Llama, SDPA)."""
+        config = getattr(model, "config", None)
+        if type(model).__name__ != "LlamaForCausalLM" or config is None:
+            return False
+        if getattr(config, "_attn_implementation", None) != "sdpa":
+            return False
+        inner: Any = getattr(model, "model", None)
+        rotary = getattr(inner, "rotary_emb", None)
+        if getattr(rotary, "rope_type", None) != "default" or getattr(model, "training", True):
+            return False
+        if type(inner).__name__ != "LlamaModel" or getattr(config, "pretraining_tp", 1) != 1:
+            return False
+        return all(type(layer).__name__ == "LlamaDecoderLayer" for layer in inner.layers)
+
+    @classmethod
+    def build(cls, model: Any) -> _LeanDecode | None:
+        """A new lean step for ``model``, or ``None`` where its forward may differ from Llama's."""
+        return cls(model) if cls.eligible(model) else None
+
+    @classmethod
+    def of(cls, model: Any) -> _LeanDecode | None:
+        """The lean step of ``model``, built once per model (its packed weights are shared)."""
+        with _LEAN_LOCK:
+            if model not in _LEAN_STEPS:
+                _LEAN_STEPS[model] = cls.build(model)
+            return _LEAN_STEPS[model]
+
+    def fits(self, cache: DynamicCache) -> bool:
+        """True when ``cache`` is a plain full-attention ``DynamicCache`` this step can grow and
+        no weight changed since it was packed (an adapter merged later, a state dict loaded)."""
+        layers = cache.layers
+        if len(layers) != len(self._layers) or any(type(x) is not DynamicLayer for x in layers):
+            return False
+        return not self._hooked() and all(p.current() for p in self._packed)
+
+    def step(self, token_id: int, cache: DynamicCache) -> torch.Tensor:
+        """Feed ``token_id`` onto ``cache``; return the next-token logits as a ``[1, vocab]``."""
+        x = self._embed(torch.tensor([[token_id]], dtype=torch.long))
+        position = (torch.arange(1) + cache.get_seq_length()).unsqueeze(0)
+        rotary = self._rotary
+        freqs = position[..., None].float() * rotary.inv_freq.to(dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * rotary.attention_scaling).to(x.dtype).unsqueeze(1)
+        sin = (emb.sin() * rotary.attention_scaling).to(x.dtype).unsqueeze(1)
+        for index, (norm1, q_proj, k_proj, v_proj, o_proj, head_dim, scaling, gqa, norm2, gate,
+                    up, down, act) in enumerate(self._layers):  # fmt: skip
+            h = _rms_norm(norm1, x)
+            q = q_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
+            k = k_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
+            v = v_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
+            q = (q * cos) + (_rotate_half(q) * sin)
+            k = (k * cos) + (_rotate_half(k) * sin)
+            k, v = cache.update(k, v, index)
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None, dropout_p=0.0, scale=scaling, is_causal=False,
+                enable_gqa=gqa,
+            )  # fmt: skip
+            o = o.reshape(o.shape[0], -1, 1, v.shape[-1]).transpose(1, 2).contiguous()
+            x = x + o_proj(o.reshape(1, 1, -1).contiguous())
+            h = _rms_norm(norm2, x)
+            x = x + down(act(gate(h)) * up(h))
+        logits: torch.Tensor = self._head(_rms_norm(self._norm, x))
+        return logits[0]
+
+
+class _PackedLinear:
+    """A bias-free bf16 ``nn.Linear`` whose weight is prepacked for oneDNN once.
+
+    Plain ``F.linear`` on bf16 runs the same oneDNN matmul but lays the weight out again at every
+    call; for one token that costs about a quarter of the projection's time here. The packed call
+    runs the same kernel, so its result is identical (checked on the real weights by
+    :meth:`exact` before use, and by tests/runtime/backends/test_lean_decode.py).
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self._weight: torch.Tensor = module.weight
+        self._version = -1
+        self._packed: torch.Tensor | None = None
+        self.current()
+
+    @staticmethod
+    def suits(module: Any) -> bool:
+        weight = getattr(module, "weight", None)
+        return (
+            type(module) is torch.nn.Linear
+            and module.bias is None
+            and isinstance(weight, torch.Tensor)
+            and weight.dtype == torch.bfloat16
+            and weight.device.type == "cpu"
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        )
+
+    def exact(self) -> bool:
+        """True if the packed call gives bit for bit what ``F.linear`` gives, on a probe row."""
+        probe = torch.randn(1, 1, self._weight.shape[1], generator=torch.Generator().manual_seed(0))
+        probe = probe.to(torch.bfloat16)
+        try:
+            with torch.inference_mode():
+                same: bool = torch.equal(self(probe), F.linear(probe, self._weight))
+        except RuntimeError:  # pragma: no cover - a torch build without the packed kernels
+            return False
+        return same
+
+    def current(self) -> bool:
+        """Pack the weight again if it was changed in place or replaced since; False when it can
+        no longer be packed (the caller then runs the model's own forward)."""
+        weight = getattr(self.module, "weight", None)
+        if weight is self._weight and weight._version == self._version:
+            return True
+        if not isinstance(weight, torch.Tensor) or weight.dtype != torch.bfloat16:
+            return False
+        self._weight, self._version = weight, weight._version
+        with torch.no_grad():
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+        return True
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+            x, self._packed, None, "none", [], ""
+        )
+        return out
+
+
+_LEAN_STEPS: weakref.WeakKeyDictionary[Any, _LeanDecode | None] = weakref.WeakKeyDictionary()
+_LEAN_LOCK = threading.Lock()
+
+
+def _rms_norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """``LlamaRMSNorm.forward``, op for op."""
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    variance = h.pow(2).mean(-1, keepdim=True)
+    h = h * torch.rsqrt(variance + norm.variance_epsilon)
+    out: torch.Tensor = norm.weight * h.to(dtype)
+    return out
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def cache_argument(model: Any) -> str:

@@ -1,0 +1,311 @@
+"""Throughput of the local backend, every figure measured side by side in one run.
+
+On the embedded SmolLM2-135M-Instruct (the default dtype, the thread count
+``TransformersModel.load`` configures):
+
+- single-stream greedy decode tokens/s of (a) a raw transformers forward loop on a
+  ``DynamicCache``, (b) ``Decoder.step()`` as it is now (the lean one-token step), (c)
+  ``Decoder.step()`` as it was before (``model.lean_decode = False``: every pass through
+  ``model.forward``, the pre-change stepping loop kept as a baseline) and (d) llama.cpp's server
+  on the same GGUF (``llama-cpp-python[server]``, loopback, as many threads as torch uses),
+  interleaved round by round with the order rotating, so a shared machine's noise hits all alike.
+  Each rate counts from the first token to the last (prefill excluded);
+- aggregate tokens/s of 1, 2, 4 and 8 concurrent sessions on one ``TransformersModel`` (all
+  prefilled first, then stepped together with ``asyncio.gather``; the session counts interleaved
+  rep by rep), and whether every session's greedy tokens equal that prompt's tokens decoded alone
+  (what batched decoding must keep);
+- time to first token of a second run of the same agent, prefix cache on against off
+  (``bench/prefix_cache.py``'s workload, on and off alternating).
+
+``--quick`` halves the repetitions and tokens. If llama.cpp's server cannot start, its figures are
+``null`` with the reason in ``llamacpp_error``. Last line: ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+from transformers import DynamicCache
+
+from bench.prefix_cache import QUESTIONS
+from bench.prefix_cache import _run as agent_run
+from counterpoint.runtime.backends.base import Message, SamplingParams
+from counterpoint.runtime.backends.transformers import TransformersModel, cache_argument
+
+STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+SESSION_PROMPTS = [
+    "Write a long story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain how a bicycle works, part by part.",
+    "Describe a busy market in a small town on a Saturday morning.",
+    "Write a letter to a friend about your holiday in the mountains.",
+    "List ten things to pack for a camping trip and say why each matters.",
+    "Tell the history of the printing press in a few paragraphs.",
+    "Write a recipe for a vegetable soup, step by step.",
+    "Describe the life cycle of a butterfly.",
+]
+CONCURRENCY = (1, 2, 4, 8)
+
+
+class RawLoop:
+    """A bare greedy decode loop: one ``model.forward`` per token on a DynamicCache."""
+
+    def __init__(self, model: TransformersModel, ids: list[int]) -> None:
+        self.hf = model.hf_model
+        self.cache = DynamicCache(config=self.hf.config)
+        self.arg = cache_argument(self.hf)
+        with torch.inference_mode():
+            out = self.hf(
+                input_ids=torch.tensor([ids]),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.arg: self.cache},
+            )
+        self.ids = [int(out.logits[0, -1].argmax())]
+
+    def step(self) -> int:
+        with torch.inference_mode():
+            out = self.hf(
+                input_ids=torch.tensor([[self.ids[-1]]]),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.arg: self.cache},
+            )
+        self.ids.append(int(out.logits[0, -1].argmax()))
+        return self.ids[-1]
+
+
+def prompt_ids(model: TransformersModel, text: str) -> list[int]:
+    return model.encode(
+        model.render([Message(role="user", content=text)]).text, special_tokens=True
+    )
+
+
+def _rate(count: int, first: float | None, last: float) -> float:
+    """Tokens per second from the first token to the last."""
+    return (count - 1) / (last - first) if first is not None and count > 1 and last > first else 0.0
+
+
+async def raw_rate(
+    model: TransformersModel, ids: list[int], tokens: int
+) -> tuple[float, list[int]]:
+    # The raw loop runs in the model's worker thread too, as the decoder's passes do.
+    def run() -> tuple[float, list[int]]:
+        loop = RawLoop(model, ids)
+        first = time.perf_counter()
+        for _ in range(tokens - 1):
+            loop.step()
+        return _rate(tokens, first, time.perf_counter()), loop.ids
+
+    return await model.run_in_worker(run)
+
+
+async def decoder_rate(
+    model: TransformersModel, ids: list[int], tokens: int, *, lean: bool
+) -> tuple[float, list[int]]:
+    model.lean_decode = lean
+    try:
+        decoder = await model.start_tokens(ids, SamplingParams(max_tokens=tokens))
+        out: list[int] = []
+        first: float | None = None
+        while (token := await decoder.step()) is not None:
+            out.append(token.id)
+            if first is None:
+                first = time.perf_counter()
+        last = time.perf_counter()
+        await decoder.close()
+    finally:
+        model.lean_decode = True
+    return _rate(len(out), first, last), out
+
+
+async def llamacpp_rate(server: Any, text: str, tokens: int) -> float:
+    from counterpoint.runtime.backends.openai import OpenAIModel
+
+    async with OpenAIModel(server.model, base_url=server.base_url) as remote:
+        decoder = await remote.start_completion(text, SamplingParams(max_tokens=tokens))
+        count = 0
+        first: float | None = None
+        while await decoder.step() is not None:
+            count += 1
+            if first is None:
+                first = time.perf_counter()
+        last = time.perf_counter()
+        await decoder.close()
+    return _rate(count, first, last)
+
+
+def start_llamacpp(threads: int) -> tuple[Any, str | None]:
+    """llama.cpp's server on the embedded GGUF, or ``(None, reason)``."""
+    try:
+        from tests.runtime.backends._llama_server import LlamaServer, llama_cpp_available
+
+        if not llama_cpp_available():
+            return None, "llama_cpp is not importable (pip install 'llama-cpp-python[server]')"
+        return LlamaServer.start(threads=threads), None
+    except Exception as exc:  # any failure to start is reported, not raised
+        return None, f"{type(exc).__name__}: {exc}"[:300]
+
+
+async def single_stream(
+    model: TransformersModel, server: Any, reps: int, tokens: int
+) -> dict[str, Any]:
+    ids = prompt_ids(model, STORY)
+    text = model.render([Message(role="user", content=STORY)]).text
+    variants = ["raw", "after", "before"] + (["llamacpp"] if server is not None else [])
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    greedy: dict[str, list[int]] = {}
+    await decoder_rate(model, ids, 4, lean=True)  # warm-up
+    await decoder_rate(model, ids, 4, lean=False)
+    if server is not None:
+        await llamacpp_rate(server, text, 4)
+    for rep in range(reps):
+        shift = rep % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            if variant == "raw":
+                rate, out = await raw_rate(model, ids, tokens)
+            elif variant == "llamacpp":
+                rate, out = await llamacpp_rate(server, text, tokens), []
+            else:
+                rate, out = await decoder_rate(model, ids, tokens, lean=variant == "after")
+            rates[variant].append(rate)
+            if out:
+                greedy.setdefault(variant, out)
+    median = {v: statistics.median(r) for v, r in rates.items()}
+    n = min(len(greedy[v]) for v in ("raw", "after", "before"))
+    same = greedy["raw"][:n] == greedy["after"][:n] == greedy["before"][:n]
+    return {"tokens_per_s": median, "rates": rates, "same_greedy_tokens": same}
+
+
+async def concurrent_sessions(
+    model: TransformersModel, count: int, prompts: list[list[int]], tokens: int
+) -> tuple[float, list[list[int]]]:
+    """Aggregate tokens/s of ``count`` sessions stepping together on one model."""
+    decoders = [
+        await model.start_tokens(prompts[i], SamplingParams(max_tokens=tokens))
+        for i in range(count)
+    ]
+
+    async def drain(decoder: Any) -> list[int]:
+        out = []
+        while (token := await decoder.step()) is not None:
+            out.append(token.id)
+        return out
+
+    began = time.perf_counter()
+    outs = await asyncio.gather(*(drain(d) for d in decoders))
+    elapsed = time.perf_counter() - began
+    for decoder in decoders:
+        await decoder.close()
+    return sum(len(o) for o in outs) / elapsed, list(outs)
+
+
+async def aggregate(model: TransformersModel, reps: int, tokens: int) -> dict[str, Any]:
+    prompts = [prompt_ids(model, p) for p in SESSION_PROMPTS]
+    alone = [(await decoder_rate(model, ids, tokens, lean=True))[1] for ids in prompts]
+    rates: dict[int, list[float]] = {n: [] for n in CONCURRENCY}
+    match = True
+    for rep in range(reps):
+        order = CONCURRENCY if rep % 2 == 0 else tuple(reversed(CONCURRENCY))
+        for n in order:
+            rate, outs = await concurrent_sessions(model, n, prompts, tokens)
+            rates[n].append(rate)
+            match = match and all(outs[i] == alone[i] for i in range(n))
+    median = {n: statistics.median(r) for n, r in rates.items()}
+    return {"tokens_per_s": median, "sessions_match_alone": match}
+
+
+async def ttft(model: TransformersModel, reps: int) -> dict[str, Any]:
+    off = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
+    await agent_run(model, "Warm up: weather in Berlin?")  # fills the cache with the prefix
+    ratios: list[float] = []
+    on_s: list[float] = []
+    off_s: list[float] = []
+    for rep in range(reps):
+        question = QUESTIONS[rep % len(QUESTIONS)]
+        pair = (model, off) if rep % 2 == 0 else (off, model)
+        got = {id(m): await agent_run(m, question) for m in pair}
+        t_on, t_off = got[id(model)][0], got[id(off)][0]
+        ratios.append(t_off / t_on)
+        on_s.append(t_on)
+        off_s.append(t_off)
+    off.close()
+    return {
+        "speedup": statistics.median(ratios),
+        "on_s": statistics.median(on_s),
+        "off_s": statistics.median(off_s),
+    }
+
+
+async def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="half the repetitions and tokens")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--llama-threads", type=int, default=0, help="default: torch's threads")
+    args = parser.parse_args(argv)
+    reps, tokens, agg_tokens, ttft_reps = (2, 24, 8, 2) if args.quick else (4, 48, 16, 4)
+
+    began = time.perf_counter()
+    model = TransformersModel.load(dtype=args.dtype)
+    threads = torch.get_num_threads()
+    server, llama_error = start_llamacpp(args.llama_threads or threads)
+    try:
+        single = await single_stream(model, server, reps, tokens)
+    finally:
+        if server is not None:
+            server.stop()
+    agg = await aggregate(model, reps, agg_tokens)
+    first = await ttft(model, ttft_reps)
+    model.close()
+
+    tps = single["tokens_per_s"]
+    llama = tps.get("llamacpp")
+    agg_tps = agg["tokens_per_s"]
+    for name, rate in tps.items():
+        print(f"single stream {name:>9}: {rate:7.2f} tok/s  (reps {single['rates'][name]})")
+    for n, rate in agg_tps.items():
+        print(f"{n} concurrent sessions: {rate:7.2f} tok/s in total")
+    print(f"TTFT prefix cache off {first['off_s']:.3f}s, on {first['on_s']:.3f}s")
+    if llama_error:
+        print(f"llama.cpp: {llama_error}")
+
+    summary = {
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": threads,
+        "raw_tokens_per_s": round(tps["raw"], 2),
+        "decoder_tokens_per_s": round(tps["after"], 2),
+        "decoder_before_tokens_per_s": round(tps["before"], 2),
+        "llamacpp_tokens_per_s": round(llama, 2) if llama is not None else None,
+        "llamacpp_error": llama_error,
+        "decoder_vs_raw_tokens_per_s_ratio": round(tps["after"] / tps["raw"], 3),
+        "decoder_vs_before_tokens_per_s_ratio": round(tps["after"] / tps["before"], 3),
+        "decoder_vs_llamacpp_tokens_per_s_ratio": (
+            round(tps["after"] / llama, 3) if llama else None
+        ),
+        "same_greedy_tokens_raw_before_after": single["same_greedy_tokens"],
+        "aggregate_tokens_per_s": {str(n): round(r, 2) for n, r in agg_tps.items()},
+        "aggregate_2_vs_single_ratio": round(agg_tps[2] / agg_tps[1], 3),
+        "aggregate_4_vs_single_ratio": round(agg_tps[4] / agg_tps[1], 3),
+        "aggregate_8_vs_single_ratio": round(agg_tps[8] / agg_tps[1], 3),
+        "aggregate_sessions_match_alone": agg["sessions_match_alone"],
+        "ttft_prefix_cache_speedup": round(first["speedup"], 2),
+        "ttft_prefix_cache_on_s": round(first["on_s"], 4),
+        "ttft_prefix_cache_off_s": round(first["off_s"], 4),
+        "quick": args.quick,
+        "wall_s": round(time.perf_counter() - began, 1),
+    }
+    sys.stdout.flush()
+    print("RESULT " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

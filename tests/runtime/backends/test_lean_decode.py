@@ -1,0 +1,156 @@
+"""The lean one-token decode step gives bit-for-bit the model's own forward, in fp32 and bf16.
+
+``TransformersModel.lean_decode`` (on by default for Llama models) runs decode steps without
+``model.forward``; these tests hold it to the same logits, the same cached keys and values, and
+the same greedy tokens as transformers' own forward and as a plain Hugging Face greedy loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from counterpoint.runtime.backends.base import Message, SamplingParams
+from counterpoint.runtime.backends.transformers import (
+    TransformersDecoder,
+    TransformersModel,
+    _LeanDecode,
+    cache_argument,
+)
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a poem about the sea.",
+    "List three fruits, one per line.",
+]
+STEPS = 16
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def model(request: pytest.FixtureRequest) -> Iterator[TransformersModel]:
+    loaded = TransformersModel.load(dtype=request.param)
+    yield loaded
+    loaded.close()
+
+
+def _ids(model: TransformersModel, text: str) -> list[int]:
+    prompt = model.render([Message(role="user", content=text)])
+    return model.encode(prompt.text, special_tokens=True)
+
+
+def _hf_greedy(model: TransformersModel, ids: list[int], count: int) -> list[int]:
+    """A plain Hugging Face greedy loop: one ``model.forward`` per token on a DynamicCache."""
+    hf = model.hf_model
+    cache = DynamicCache(config=hf.config)
+    arg = cache_argument(hf)
+    out: list[int] = []
+    feed = ids
+    with torch.inference_mode():
+        for _ in range(count):
+            logits = hf(input_ids=torch.tensor([feed]), use_cache=True, **{arg: cache}).logits
+            token = int(logits[0, -1].argmax())
+            if token in model.eos_token_ids:
+                break
+            out.append(token)
+            feed = [token]
+    return out
+
+
+async def _decoder_greedy(model: TransformersModel, ids: list[int], count: int) -> list[int]:
+    decoder = await model.start_tokens(ids, SamplingParams(max_tokens=count))
+    out = []
+    while (token := await decoder.step()) is not None:
+        out.append(token.id)
+    await decoder.close()
+    return out
+
+
+def test_the_embedded_model_has_a_lean_step(model: TransformersModel) -> None:
+    assert model.lean_decode
+    assert _LeanDecode.build(object()) is None
+
+
+def test_lean_step_is_bit_identical_to_the_forward(model: TransformersModel) -> None:
+    hf = model.hf_model
+    lean = _LeanDecode.build(hf)
+    assert lean is not None
+    arg = cache_argument(hf)
+    ids = _ids(model, PROMPTS[0])
+    ours, theirs = DynamicCache(config=hf.config), DynamicCache(config=hf.config)
+    with torch.inference_mode():
+        for cache in (ours, theirs):
+            hf(input_ids=torch.tensor([ids]), use_cache=True, **{arg: cache})
+        token = ids[-1]
+        for _ in range(STEPS):
+            assert lean.fits(ours)
+            got = lean.step(token, ours)
+            want = hf(
+                input_ids=torch.tensor([[token]]), use_cache=True, logits_to_keep=1, **{arg: theirs}
+            ).logits[0]
+            assert torch.equal(got, want)
+            for a, b in zip(ours.layers, theirs.layers, strict=True):
+                assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+            token = int(want[-1].argmax())
+
+
+async def test_decoder_greedy_tokens_match_a_plain_hf_loop_and_the_old_path(
+    model: TransformersModel,
+) -> None:
+    for text in PROMPTS:
+        ids = _ids(model, text)
+        want = _hf_greedy(model, ids, STEPS)
+        model.lean_decode = False
+        try:
+            before = await _decoder_greedy(model, ids, STEPS)
+        finally:
+            model.lean_decode = True
+        after = await _decoder_greedy(model, ids, STEPS)
+        assert after == before == want, text
+
+
+async def test_extend_then_decode_matches_the_old_path(model: TransformersModel) -> None:
+    # No prefix cache: a prompt prefilled in two chunks may round differently in bf16.
+    model = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
+    runs: dict[bool, list[int]] = {}
+    for lean in (False, True):
+        model.lean_decode = lean
+        try:
+            decoder = await model.start(
+                [Message(role="user", content=PROMPTS[1])], SamplingParams(max_tokens=40)
+            )
+            assert isinstance(decoder, TransformersDecoder)
+            ids = [t.id for _ in range(8) if (t := await decoder.step()) is not None]
+            await decoder.extend(" and the wind")
+            while (token := await decoder.step()) is not None:
+                ids.append(token.id)
+            runs[lean] = ids
+            await decoder.close()
+        finally:
+            model.lean_decode = True
+    model.close()
+    assert runs[True] == runs[False]
+
+
+def test_hooks_and_changed_weights_keep_the_models_own_semantics(model: TransformersModel) -> None:
+    hf = model.hf_model
+    lean = _LeanDecode.build(hf)
+    assert lean is not None
+    cache = DynamicCache(config=hf.config)
+    with torch.inference_mode():
+        hf(input_ids=torch.tensor([_ids(model, PROMPTS[0])]), use_cache=True, cache=cache)
+    assert lean.fits(cache)
+    hook = hf.model.layers[3].mlp.register_forward_hook(lambda *args: None)
+    try:
+        assert not lean.fits(cache)  # a hook would be skipped: the model's forward runs instead
+    finally:
+        hook.remove()
+    assert lean.fits(cache)
+    if lean._packed:  # bf16: a weight changed in place is packed again before the next step
+        packed = lean._packed[0]
+        with torch.no_grad():
+            packed.module.weight.mul_(1)
+        assert lean.fits(cache) and packed.current()
