@@ -52,7 +52,7 @@ def build_agent(
         instructions or "You are a helpful assistant. Answer briefly.",
         tools=toolset,
         model=spec,
-        mode=cast(Mode, mode),
+        mode=cast("Mode", mode),
         params=SamplingParams(max_tokens=max_tokens),
         limits=Limits(max_tokens=max_tokens),
         tracer=tracer,

@@ -626,10 +626,13 @@ class RunView(Vertical):
 class RunScreen(Screen[None]):
     """Type a prompt, watch the run; type again while it writes to interrupt it."""
 
+    AUTO_FOCUS = "#prompt"  # typing goes to the prompt, not to the transcript
+
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel_run", "Cancel run"),
-        Binding("ctrl+k", "cancel_call", "Cancel call"),
-        Binding("ctrl+e", "toggle_calls", "Expand calls"),
+        # priority: the prompt has the focus, and its own ctrl+k / ctrl+e would take them
+        Binding("escape", "cancel_run", "Cancel run", priority=True),
+        Binding("ctrl+k", "cancel_call", "Cancel call", priority=True),
+        Binding("ctrl+e", "toggle_calls", "Expand calls", priority=True),
     ]
 
     def __init__(self, agent: Agent | None, *, clock: Callable[[], float]) -> None:

@@ -69,3 +69,41 @@ def test_bad_theme_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> Non
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no-such-theme" in err and "ansi-dark" in err
+
+
+def test_the_cli_flags_build_the_run_screens_agent(tmp_path: object) -> None:
+    from counterpoint.tui import build_agent
+
+    agent = build_agent(
+        model="embedded", tools="tests.tui._fixtures", mode="sync", instructions="Be brief."
+    )
+    assert agent.mode == "sync" and agent.instructions == "Be brief."
+    assert agent.model_key == "embedded"  # loaded on the first run, not here
+
+
+def test_counterpoint_tui_launches_the_app(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole CLI path up to the running app (its run() replaced: no terminal here)."""
+    from pathlib import Path
+
+    launched: list[CounterpointApp] = []
+    monkeypatch.setattr(CounterpointApp, "run", lambda self, *a, **k: launched.append(self))
+    db = Path(str(tmp_path)) / "t.db"
+    wf = Path(__file__).parents[2] / "examples" / "workflows" / "report.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tui", "--tools", "tests.tui._fixtures", "--db", str(db), "--workflow", str(wf)])
+    assert exit_info.value.code == 0
+    (app,) = launched
+    assert app.agent is not None and set(app.agent.tools.names) >= {"get_weather"}
+    assert app.workflow is not None and app.workflow.name == "library-report"
+
+
+async def test_typing_goes_to_the_prompt_at_once() -> None:
+    from textual.widgets import Input
+
+    app = CounterpointApp(None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("h", "i")
+        assert app.screen.query_one("#prompt", Input).value == "hi"

@@ -34,6 +34,7 @@ async def _settle(pilot: Pilot[Any], app: CounterpointApp) -> None:
         ]
         if all(seg.widget is not None and seg.widget.children for seg in segments):
             break
+    app.screen.set_focus(None)  # no blinking cursor in the prompt
     await pilot.pause()
 
 
