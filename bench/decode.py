@@ -62,7 +62,10 @@ class RawLoop:
     def step(self) -> int:
         with torch.inference_mode():
             out = self.hf(
-                input_ids=torch.tensor([[self.ids[-1]]]), use_cache=True, **{self.arg: self.cache}
+                input_ids=torch.tensor([[self.ids[-1]]]),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.arg: self.cache},
             )
         self.ids.append(int(out.logits[0, -1].argmax()))
         return self.ids[-1]

@@ -239,6 +239,22 @@ def check_peer(
     return sum(len(turn) >= 2 for turn in script.turns), concurrent, sequential
 
 
+def finished_run(name: str, script: Any, log: Any, output: Any, pacer: Any, wall: float) -> PeerRun:
+    """A peer's run, checked against its script (:func:`check_peer`) and measured."""
+    multi, concurrent, sequential = check_peer(name, script, log, output)
+    return PeerRun(
+        pacer.latency_s,
+        wall,
+        len(log.runs),
+        len(script.turns),
+        len(pacer.requests),
+        pacer.stream_slip_s,
+        multi,
+        concurrent,
+        sequential,
+    )
+
+
 # -- counterpoint --------------------------------------------------------------------------------
 
 
@@ -322,18 +338,7 @@ def make_pydantic_ai_runner(dt: float) -> Callable[[Task], Any]:
         wall = time.perf_counter() - t0
         if events == 0:
             raise BenchError(f"pydantic_ai {task.id}: no streamed events")
-        multi, concurrent, sequential = check_peer("pydantic_ai", script, log, result.output)
-        return PeerRun(
-            pacer.latency_s,
-            wall,
-            len(log.runs),
-            len(script.turns),
-            len(pacer.requests),
-            pacer.stream_slip_s,
-            multi,
-            concurrent,
-            sequential,
-        )
+        return finished_run("pydantic_ai", script, log, result.output, pacer, wall)
 
     return run
 
@@ -629,18 +634,7 @@ def make_openai_agents_runner(dt: float, *, streamed: bool = True) -> Callable[[
         else:  # get_response: the same pacing, no stream events
             output = (await Runner.run(agent, PROMPT[1].content, **options)).final_output
         wall = time.perf_counter() - t0
-        multi, concurrent, sequential = check_peer("openai_agents", script, log, str(output))
-        return PeerRun(
-            pacer.latency_s,
-            wall,
-            len(log.runs),
-            len(script.turns),
-            len(pacer.requests),
-            pacer.stream_slip_s,
-            multi,
-            concurrent,
-            sequential,
-        )
+        return finished_run("openai_agents", script, log, str(output), pacer, wall)
 
     return run
 

@@ -35,12 +35,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-from transformers import DynamicCache
 
+from bench.decode import RawLoop
 from bench.prefix_cache import QUESTIONS
 from bench.prefix_cache import _run as agent_run
 from counterpoint.runtime.backends.base import Message, SamplingParams
-from counterpoint.runtime.backends.transformers import TransformersModel, cache_argument
+from counterpoint.runtime.backends.transformers import TransformersModel
 
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 SESSION_PROMPTS = [
@@ -54,34 +54,6 @@ SESSION_PROMPTS = [
     "Describe the life cycle of a butterfly.",
 ]
 CONCURRENCY = (1, 2, 4, 8)
-
-
-class RawLoop:
-    """A bare greedy decode loop: one ``model.forward`` per token on a DynamicCache."""
-
-    def __init__(self, model: TransformersModel, ids: list[int]) -> None:
-        self.hf = model.hf_model
-        self.cache = DynamicCache(config=self.hf.config)
-        self.arg = cache_argument(self.hf)
-        with torch.inference_mode():
-            out = self.hf(
-                input_ids=torch.tensor([ids]),
-                use_cache=True,
-                logits_to_keep=1,
-                **{self.arg: self.cache},
-            )
-        self.ids = [int(out.logits[0, -1].argmax())]
-
-    def step(self) -> int:
-        with torch.inference_mode():
-            out = self.hf(
-                input_ids=torch.tensor([[self.ids[-1]]]),
-                use_cache=True,
-                logits_to_keep=1,
-                **{self.arg: self.cache},
-            )
-        self.ids.append(int(out.logits[0, -1].argmax()))
-        return self.ids[-1]
 
 
 def prompt_ids(model: TransformersModel, text: str) -> list[int]:
