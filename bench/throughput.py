@@ -15,7 +15,16 @@ On the embedded SmolLM2-135M-Instruct (the default dtype, the thread count
   rep by rep), and whether every session's greedy tokens equal that prompt's tokens decoded alone
   (what batched decoding must keep);
 - time to first token of a second run of the same agent, prefix cache on against off
-  (``bench/prefix_cache.py``'s workload, on and off alternating).
+  (``bench/prefix_cache.py``'s workload, on and off alternating);
+- the async speedup on the real model with this decoder: teacher-forced replay of the parallel
+  set (``bench/_replay.py``), sync against async;
+- eval throughput: cases per minute of ``run_bfcl`` on the same BFCL ``simple_python`` cases in
+  ``sync`` mode at concurrency 4 against 1 (one loaded model for both), and whether every
+  verdict is the same.
+
+Batched decoding is what makes the aggregate and eval figures grow: the decoders that want a
+token in the same tick share one forward pass (``TransformersModel.batch_decode``); its number of
+ticks and steps is reported as the mean batch size.
 
 ``--quick`` halves the repetitions and tokens. If llama.cpp's server cannot start, its figures are
 ``null`` with the reason in ``llamacpp_error``. Last line: ``RESULT {json}``.
@@ -218,6 +227,53 @@ async def ttft(model: TransformersModel, reps: int) -> dict[str, Any]:
     }
 
 
+async def replay(tasks: int) -> dict[str, Any]:
+    """Teacher-forced replay of the parallel set, sync against async (the real decoder)."""
+    from bench._replay import _run as replay_run
+    from counterpoint.testing.workloads import parallel_set
+
+    model = TransformersModel.load()
+    chosen = parallel_set(tasks)
+    await replay_run(model, chosen[0], "async", False)  # warm-up
+    totals = {"sync": 0.0, "async": 0.0}
+    for task in chosen:
+        for mode in ("sync", "async"):
+            totals[mode] += await replay_run(model, task, mode, False)  # type: ignore[arg-type]
+    model.close()
+    return {"speedup": totals["sync"] / totals["async"], **totals}
+
+
+async def eval_rate(cases: int) -> dict[str, Any]:
+    """Cases per minute of run_bfcl at concurrency 4 against 1, on one loaded model."""
+    import tempfile
+
+    from counterpoint.evals._models import case_models
+    from counterpoint.evals.runner import EvalConfig, run_bfcl
+    from counterpoint.runtime.tracing import SQLiteTracer
+
+    config = EvalConfig(categories=("simple_python",), modes=("sync",), limit=cases, max_tokens=96)
+    source = case_models("embedded")
+    per_min: dict[int, float] = {}
+    verdicts: dict[int, list[tuple[str, bool, str | None]]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for concurrency in (1, 4):
+            tracer = SQLiteTracer(Path(folder) / f"c{concurrency}.db")
+            began = time.perf_counter()
+            outcome = await run_bfcl(config, tracer, concurrency=concurrency, models=source)
+            elapsed = time.perf_counter() - began
+            tracer.close()
+            per_min[concurrency] = len(outcome.results) / elapsed * 60
+            verdicts[concurrency] = sorted(
+                (r.case_id, r.correct, r.failure_reason) for r in outcome.results
+            )
+    return {
+        "cases_per_min": per_min,
+        "same_verdicts": verdicts[1] == verdicts[4],
+        "correct": sum(v[1] for v in verdicts[1]),
+        "cases": len(verdicts[1]),
+    }
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="half the repetitions and tokens")
@@ -235,9 +291,13 @@ async def main(argv: list[str]) -> None:
     finally:
         if server is not None:
             server.stop()
+    ticks0, steps0 = model.batch_stats
     agg = await aggregate(model, reps, agg_tokens)
+    ticks, steps = (b - a for a, b in zip((ticks0, steps0), model.batch_stats, strict=True))
     first = await ttft(model, ttft_reps)
     model.close()
+    replayed = await replay(3 if args.quick else 6)
+    evals = await eval_rate(12 if args.quick else 20)
 
     tps = single["tokens_per_s"]
     llama = tps.get("llamacpp")
@@ -246,7 +306,10 @@ async def main(argv: list[str]) -> None:
         print(f"single stream {name:>9}: {rate:7.2f} tok/s  (reps {single['rates'][name]})")
     for n, rate in agg_tps.items():
         print(f"{n} concurrent sessions: {rate:7.2f} tok/s in total")
+    print(f"mean batch size in the aggregate runs: {steps / max(1, ticks):.2f}")
     print(f"TTFT prefix cache off {first['off_s']:.3f}s, on {first['on_s']:.3f}s")
+    print(f"replay, parallel set: sync {replayed['sync']:.2f}s, async {replayed['async']:.2f}s")
+    print(f"eval cases/min: {evals['cases_per_min']}, same verdicts: {evals['same_verdicts']}")
     if llama_error:
         print(f"llama.cpp: {llama_error}")
 
@@ -269,9 +332,15 @@ async def main(argv: list[str]) -> None:
         "aggregate_4_vs_single_ratio": round(agg_tps[4] / agg_tps[1], 3),
         "aggregate_8_vs_single_ratio": round(agg_tps[8] / agg_tps[1], 3),
         "aggregate_sessions_match_alone": agg["sessions_match_alone"],
+        "aggregate_mean_batch_size": round(steps / max(1, ticks), 2),
         "ttft_prefix_cache_speedup": round(first["speedup"], 2),
         "ttft_prefix_cache_on_s": round(first["on_s"], 4),
         "ttft_prefix_cache_off_s": round(first["off_s"], 4),
+        "replay_speedup_async_vs_sync_parallel_set": round(replayed["speedup"], 3),
+        "eval_cases_per_min": {str(k): round(v, 2) for k, v in evals["cases_per_min"].items()},
+        "eval_cases_per_min_ratio": round(evals["cases_per_min"][4] / evals["cases_per_min"][1], 3),
+        "eval_same_verdicts": evals["same_verdicts"],
+        "eval_correct": f"{evals['correct']}/{evals['cases']}",
         "quick": args.quick,
         "wall_s": round(time.perf_counter() - began, 1),
     }

@@ -34,14 +34,11 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from counterpoint.core.bus import RunScope
 from counterpoint.core.calls import Interrupt, ToolSpec
@@ -52,6 +49,7 @@ from counterpoint.runtime.backends._cml_messages import cml_messages
 from counterpoint.runtime.backends._constrain import CallConstraint, Grammars
 from counterpoint.runtime.backends._detok import IncrementalDetokenizer
 from counterpoint.runtime.backends._grammar import CallGrammar, call_grammar
+from counterpoint.runtime.backends._lean import LeanDecode
 from counterpoint.runtime.backends._sampling import (
     BanTable,
     Choice,
@@ -59,6 +57,7 @@ from counterpoint.runtime.backends._sampling import (
     stop_hit,
     vocabulary_texts,
 )
+from counterpoint.runtime.backends._worker import StepRequest, Worker
 from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams, Segment, Token
 
 if TYPE_CHECKING:
@@ -76,6 +75,15 @@ _TAIL_MIN = 64
 _CALL_BAN = "[CALL"  # tool_choice="none"
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 2**20
 """The byte budget of a model's default prefix cache (least recently used evicted past it)."""
+DEFAULT_MAX_BATCH = 16
+"""Decode steps that share one batched forward pass (more wait for the next tick)."""
+DEFAULT_MAX_SEQUENCES = 64
+"""Generations that may be open at once on one model."""
+DEFAULT_MAX_KV_BYTES = 4 * 2**30
+"""Bytes of keys and values the open generations of one model may hold together."""
+DEFAULT_PREFILL_CHUNK = 256
+"""Tokens per prefill pass; chunk boundaries fall at multiples of it (absolute positions)."""
+_FORWARD: Final = object()  # a step that needs its pending token fed before it can choose
 
 
 class TransformersModel:
@@ -109,6 +117,9 @@ class TransformersModel:
         prefix_cache: bool | PrefixCache = True,
         constrained: bool = True,
         jump_forward: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_sequences: int = DEFAULT_MAX_SEQUENCES,
+        max_kv_bytes: int = DEFAULT_MAX_KV_BYTES,
     ) -> None:
         # runtime.kv builds on this module, so its prefix cache is imported once this one exists
         from counterpoint.runtime.kv.prefix_cache import PrefixCache
@@ -122,8 +133,27 @@ class TransformersModel:
         config = model.config
         self._name = name or str(getattr(config, "_name_or_path", "") or type(model).__name__)
         self._directory = directory
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counterpoint-model")
+        for label, value in (
+            ("max_batch", max_batch),
+            ("max_sequences", max_sequences),
+            ("max_kv_bytes", max_kv_bytes),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{label} must be a positive integer, got {value!r}")
+        self._worker: Worker[TransformersDecoder] = Worker(self._run_steps, max_batch=max_batch)
         self._closed = False
+        self.max_sequences = max_sequences
+        """Generations that may be open at once; one more is refused with a clear error."""
+        self.max_kv_bytes = max_kv_bytes
+        """Bytes of KV the open generations may hold together; a pass past it is refused."""
+        self.batch_decode = True
+        """Step the decoders that want a token in the same tick in one forward pass (where a
+        batch's rows are bit for bit each row's own: bf16 lean steps; else one by one)."""
+        self.prefill_chunk = DEFAULT_PREFILL_CHUNK
+        """Tokens per prefill pass; between chunks, the other decoders' steps run."""
+        self._live: weakref.WeakSet[TransformersDecoder] = weakref.WeakSet()
+        self._live_lock = threading.Lock()
+        self._kv_token_bytes = _kv_token_bytes(config, model.dtype)
         self._eos_ids = _eos_ids(model, tokenizer)
         self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
         max_positions = getattr(config, "max_position_embeddings", None)
@@ -140,11 +170,12 @@ class TransformersModel:
         self.jump_forward = jump_forward
         """Append the tokens a grammar forces in one forward pass (else one pass each)."""
         self._grammars: Grammars | None = None
-        self._lean: _LeanDecode | None = None
-        self.lean_decode = _LeanDecode.eligible(model)
-        """Run one-token decode steps through :class:`_LeanDecode` (same ops as the model's own
-        forward, bit for bit, without its per-call Python overhead); ``False`` runs every pass
-        through ``model.forward``. Only Llama-architecture models with SDPA attention have it."""
+        self._lean: LeanDecode | None = None
+        self.lean_decode = LeanDecode.eligible(model)
+        """Run one-token decode steps through :class:`~._lean.LeanDecode` (same ops as the
+        model's own forward, bit for bit, without its per-call Python overhead); ``False`` runs
+        every pass through ``model.forward``. Only Llama-architecture models with SDPA attention
+        have it."""
 
     # ----------------------------------------------------------------------------- construction
 
@@ -432,16 +463,132 @@ class TransformersModel:
         **extra: Any,
     ) -> _D:
         self._check_open()
+        open_now = len(self._open_decoders())
+        if open_now >= self.max_sequences:
+            raise CounterpointError(
+                f"{open_now} generations are open on {self._name!r}, its max_sequences: close "
+                "finished ones (await decoder.close()) or raise the model's max_sequences"
+            )
         started = time.perf_counter()
         decoder = kind(self, params or SamplingParams(), started, **extra)
-        await self._run(lambda: decoder._prefill_prompt(text, ids, cache))
+        with self._live_lock:
+            self._live.add(decoder)
+        try:
+            await self._run(lambda: decoder._prefill_prompt(text, ids, cache))
+        except BaseException:
+            decoder._release()
+            raise
         return decoder
 
     async def _run(self, job: Callable[[], _T]) -> _T:
         """Run ``job`` in the model's worker thread and await it."""
         self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, job)
+        return await self._worker.run(job)
+
+    async def _step(self, decoder: TransformersDecoder) -> Token | None:
+        """One token of ``decoder``, in the next tick of the worker (batched with the others)."""
+        self._check_open()
+        result: Token | None = await self._worker.step(decoder)
+        return result
+
+    @property
+    def batch_stats(self) -> tuple[int, int]:
+        """``(ticks, steps)`` run so far: ``steps / ticks`` is the mean batch size."""
+        return self._worker.ticks, self._worker.stepped
+
+    def _kv_bytes(self) -> int:
+        """Bytes of keys and values the open generations hold now (worker thread)."""
+        return self._kv_token_bytes * sum(len(d._ids) for d in self._open_decoders())
+
+    def _open_decoders(self) -> list[TransformersDecoder]:
+        with self._live_lock:
+            return [d for d in self._live if not d.closed]
+
+    def _run_steps(self, requests: Sequence[StepRequest[TransformersDecoder]]) -> None:
+        """One tick (worker thread): begin every step, feed the pending tokens of those that
+        need a pass (in one batched pass where that is exact), then let each choose."""
+        waiting: list[tuple[StepRequest[TransformersDecoder], float]] = []
+        for request in requests:
+            decoder = request.subject
+            began = time.perf_counter()
+            try:
+                out = decoder._step_begin()
+            except BaseException as exc:
+                decoder.decode_s_total += time.perf_counter() - began
+                request.future.set_exception(exc)
+                continue
+            if out is _FORWARD:
+                waiting.append((request, began))
+            else:
+                decoder.decode_s_total += time.perf_counter() - began
+                request.future.set_result(out)
+        batch: list[tuple[StepRequest[TransformersDecoder], float]] = []
+        lean = self._lean_step() if len(waiting) > 1 and self.batch_decode else None
+        if lean is not None and self.lean_decode and lean.rows_exact():
+            for item in waiting:
+                decoder = item[0].subject
+                if decoder._batchable(lean):
+                    batch.append(item)
+        if len(batch) < 2:
+            batch = []
+        alone = [item for item in waiting if item not in batch]
+        if batch:
+            self._forward_batch(batch, lean)
+        for request, began in alone:
+            decoder = request.subject
+            try:
+                decoder._feed_pending()
+                result = decoder._step_end()
+            except BaseException as exc:
+                request.future.set_exception(exc)
+            else:
+                request.future.set_result(result)
+            finally:
+                decoder.decode_s_total += time.perf_counter() - began
+
+    def _forward_batch(
+        self,
+        batch: Sequence[tuple[StepRequest[TransformersDecoder], float]],
+        lean: LeanDecode | None,
+    ) -> None:
+        """Feed the pending token of every decoder of ``batch`` in one pass, then choose."""
+        assert lean is not None
+        decoders = [request.subject for request, _ in batch]
+        ready: list[tuple[StepRequest[TransformersDecoder], float]] = []
+        for item in batch:
+            try:
+                item[0].subject._check_room(1)
+            except BaseException as exc:
+                item[0].future.set_exception(exc)
+            else:
+                ready.append(item)
+        decoders = [request.subject for request, _ in ready]
+        if not decoders:
+            return
+        caches = [d._cache for d in decoders]
+        ids = [d._pending for d in decoders]
+        try:
+            with torch.inference_mode():
+                logits = lean.step_many(ids, caches)  # type: ignore[arg-type]
+        except BaseException as exc:
+            for (request, began), decoder in zip(ready, decoders, strict=True):
+                if decoder._cache is not None:
+                    _truncate(decoder._cache, len(decoder._ids))
+                decoder.decode_s_total += time.perf_counter() - began
+                request.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for row, ((request, began), decoder) in enumerate(zip(ready, decoders, strict=True)):
+            try:
+                decoder._fed_one(logits[row])
+                result = decoder._step_end()
+            except BaseException as exc:
+                request.future.set_exception(exc)
+            else:
+                request.future.set_result(result)
+            finally:
+                decoder.decode_s_total += time.perf_counter() - began
 
     def _check_open(self) -> None:
         if self._closed:
@@ -470,18 +617,18 @@ class TransformersModel:
                 self._ban_tables[banned] = table
             return table
 
-    def _lean_step(self) -> _LeanDecode | None:
+    def _lean_step(self) -> LeanDecode | None:
         """The lean one-token step of this model (built on first use, shared by every wrapper
         of the same transformers model; worker thread)."""
         if self._lean is None:
-            self._lean = _LeanDecode.of(self._model)
+            self._lean = LeanDecode.of(self._model)
         return self._lean
 
     def close(self) -> None:
         """Stop the worker thread (after the forward pass in progress). Idempotent."""
         if not self._closed:
             self._closed = True
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._worker.close()
 
     def __repr__(self) -> str:
         return f"TransformersModel(name={self._name!r}, dtype={self.dtype})"
@@ -556,7 +703,7 @@ class TransformersDecoder:
             self._check_open()
             if self._stopped or len(self._generated_ids) >= self._params.max_tokens:
                 return None
-            return await self._owner._run(self._step_sync)
+            return await self._owner._step(self)
 
     async def inject(self, items: Sequence[Interrupt]) -> None:
         """Prefill results and user messages as neutralised CML interrupts."""
@@ -575,9 +722,12 @@ class TransformersDecoder:
     async def close(self) -> None:
         """Free the KV cache. Idempotent."""
         async with self._lock:
-            self._closed = True
-            self._cache = None
-            self._logits = None
+            self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        self._cache = None
+        self._logits = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -657,36 +807,82 @@ class TransformersDecoder:
         """Feed ``ids`` onto the cache; return the logits after the last one. Worker thread."""
         return self._forward_logits(ids, 1)[-1]
 
-    def _forward_logits(self, ids: list[int], keep: int) -> torch.Tensor:
-        """Feed ``ids`` onto the cache; return the logits after each of the last ``keep``."""
-        limit = self._owner._max_positions
-        if limit is not None and len(self._ids) + len(ids) > limit:
-            raise CounterpointError(
-                f"the context would grow to {len(self._ids) + len(ids)} tokens, past the "
-                f"{limit} that {self._owner.name!r} supports: shorten the prompt or the "
-                "injected results, or start a new generation"
-            )
-        cache = self._cache
-        if cache is None:
+    def _check_room(self, count: int) -> None:
+        """Refuse, before any pass, ``count`` more tokens past the model's context or past the
+        KV bytes the model may hold (worker thread)."""
+        if self._cache is None:
             raise CounterpointError("this decoder is closed: open a new one with model.start()")
         owner = self._owner
-        self.forward_passes += 1
+        limit = owner._max_positions
+        if limit is not None and len(self._ids) + count > limit:
+            raise CounterpointError(
+                f"the context would grow to {len(self._ids) + count} tokens, past the "
+                f"{limit} that {owner.name!r} supports: shorten the prompt or the "
+                "injected results, or start a new generation"
+            )
+        need = owner._kv_bytes() + count * owner._kv_token_bytes
+        if need > owner.max_kv_bytes:
+            raise CounterpointError(
+                f"the open generations on {owner.name!r} would hold {_mib(need)} of keys and "
+                f"values, past its max_kv_bytes of {_mib(owner.max_kv_bytes)}: close finished "
+                "generations, shorten this one, or raise max_kv_bytes"
+            )
+
+    def _forward_logits(self, ids: list[int], keep: int) -> torch.Tensor:
+        """Feed ``ids`` onto the cache; return the logits after each of the last ``keep``.
+
+        A long feed runs in chunks whose boundaries fall at multiples of the model's
+        ``prefill_chunk`` (absolute positions, so a context is chunked the same way however many
+        other generations run); the other decoders' steps run between chunks.
+        """
+        self._check_room(len(ids))
+        cache = self._cache
+        assert cache is not None  # _check_room refuses a closed decoder
+        owner = self._owner
         lean = owner._lean_step() if len(ids) == 1 and owner.lean_decode else None
+        if lean is not None and lean.fits(cache):
+            self.forward_passes += 1
+            try:
+                with torch.inference_mode():
+                    logits: torch.Tensor = lean.step(ids[0], cache)
+            except BaseException:
+                _truncate(cache, len(self._ids))  # undo a partial update; still usable
+                raise
+            self._ids.extend(ids)
+            return logits
+        chunk = owner.prefill_chunk
+        pieces: list[torch.Tensor] = []
+        at = 0
+        while at < len(ids):
+            if at:
+                owner._worker.service()  # the others' steps, between two chunks
+            size = len(ids) - at
+            if chunk:
+                size = min(size, chunk - len(self._ids) % chunk)
+            part = ids[at : at + size]
+            left = len(ids) - at - size  # ids after this chunk
+            want = max(0, keep - left)
+            pieces.append(self._pass(cache, part, want))
+            self._ids.extend(part)
+            at += size
+        return torch.cat([p for p in pieces if p.numel()]) if len(pieces) > 1 else pieces[0]
+
+    def _pass(self, cache: DynamicCache, ids: list[int], keep: int) -> torch.Tensor:
+        """One ``model.forward`` of ``ids`` on ``cache``; the logits after each of the last
+        ``keep`` (an empty ``[0, vocab]`` when 0)."""
+        owner = self._owner
+        self.forward_passes += 1
         try:
             with torch.inference_mode():
-                if lean is not None and lean.fits(cache):
-                    logits: torch.Tensor = lean.step(ids[0], cache)
-                else:
-                    extra: dict[str, Any] = {"logits_to_keep": keep} if owner._keep_arg else {}
-                    extra[owner._cache_arg] = cache
-                    input_ids = torch.tensor([ids], dtype=torch.long)
-                    out = owner._model(input_ids=input_ids, use_cache=True, **extra)
-                    logits = out.logits[0, -keep:]
+                extra: dict[str, Any] = {"logits_to_keep": max(1, keep)} if owner._keep_arg else {}
+                extra[owner._cache_arg] = cache
+                input_ids = torch.tensor([ids], dtype=torch.long)
+                out = owner._model(input_ids=input_ids, use_cache=True, **extra)
+                logits: torch.Tensor = out.logits[0]
         except BaseException:
             _truncate(cache, len(self._ids))  # undo a partial update; the decoder stays usable
             raise
-        self._ids.extend(ids)
-        return logits
+        return logits[logits.shape[0] - keep :] if keep else logits[:0]
 
     def _prefill_prompt(
         self, text: str | None, ids: list[int] | None, cache: DynamicCache | None
@@ -760,35 +956,68 @@ class TransformersDecoder:
         return logits if keep > 0 else None
 
     def _step_sync(self) -> Token | None:
+        """One whole step on its own (worker thread): :meth:`_step_begin`, the pending token's
+        pass if it needs one, :meth:`_step_end`."""
         began = time.perf_counter()
         try:
-            if self._fed:
-                return self._emit_fed()
-            if self._exhausted():
-                self._stopped = True
-                return None
-            constraint = self._constraint
-            if constraint is not None and not self._forced:
-                self._forced.extend(constraint.forced())
-            if self._forced:
-                return self._emit_forced()
-            if self._pending is not None:
-                self._logits = self._forward([self._pending])
-                self._pending = None
-            logits = self._logits
-            if logits is None:  # pragma: no cover - the prompt prefill always sets it
-                raise CounterpointError("the decoder has no logits: start it again")
-            choice = self._pick(logits)
-            if choice.token_id in self._owner._eos_ids:
-                self._stopped = True
-                return None
-            token = self._emit(choice.token_id, choice.logprob)
-            self._pending = choice.token_id
-            if constraint is not None:
-                constraint.observe(choice.token_id, self._tail)
-            return token
+            out = self._step_begin()
+            if out is _FORWARD:
+                self._feed_pending()
+                return self._step_end()
+            assert out is None or isinstance(out, Token)
+            return out
         finally:
             self.decode_s_total += time.perf_counter() - began
+
+    def _step_begin(self) -> Token | object | None:
+        """The step up to its forward pass: a token or ``None`` when it needs none (a fed or
+        forced token, the end of a replay), else ``_FORWARD`` (feed the pending token first)."""
+        if self._fed:
+            return self._emit_fed()
+        if self._exhausted():
+            self._stopped = True
+            return None
+        constraint = self._constraint
+        if constraint is not None and not self._forced:
+            self._forced.extend(constraint.forced())
+        if self._forced:
+            return self._emit_forced()
+        if self._pending is not None:
+            return _FORWARD
+        return self._step_end()
+
+    def _feed_pending(self) -> None:
+        """Feed the pending sampled token alone (one pass)."""
+        assert self._pending is not None
+        self._logits = self._forward([self._pending])
+        self._pending = None
+
+    def _batchable(self, lean: LeanDecode) -> bool:
+        """True when this decoder's pending token can join a batched lean pass."""
+        return self._pending is not None and self._cache is not None and lean.fits(self._cache)
+
+    def _fed_one(self, logits: torch.Tensor) -> None:
+        """The pending token was fed by a batched pass that returned ``logits`` for it."""
+        assert self._pending is not None
+        self.forward_passes += 1
+        self._ids.append(self._pending)
+        self._pending = None
+        self._logits = logits
+
+    def _step_end(self) -> Token | None:
+        """Choose the next token from the current logits and emit it."""
+        logits = self._logits
+        if logits is None:  # pragma: no cover - the prompt prefill always sets it
+            raise CounterpointError("the decoder has no logits: start it again")
+        choice = self._pick(logits)
+        if choice.token_id in self._owner._eos_ids:
+            self._stopped = True
+            return None
+        token = self._emit(choice.token_id, choice.logprob)
+        self._pending = choice.token_id
+        if self._constraint is not None:
+            self._constraint.observe(choice.token_id, self._tail)
+        return token
 
     def _emit(self, token_id: int, logprob: float) -> Token:
         """Count ``token_id`` as generated and return it (its text joins the tail)."""
@@ -876,229 +1105,27 @@ class TransformersDecoder:
         self.prefill_s_total += seconds
 
 
-class _LeanDecode:
-    """A one-token decode step of a Llama-architecture model, without ``model.forward``.
-
-    It runs exactly the tensor operations of transformers' ``LlamaForCausalLM.forward`` for one
-    new token on a ``DynamicCache`` with SDPA attention (no mask: a single query attends to every
-    cached position), in the same order and dtypes, so its logits and the keys and values it
-    appends are bit for bit those of the model's own forward (tests/runtime/backends/
-    test_lean_decode.py checks it). What it leaves out is per-call Python overhead: the mask
-    builder, output records, keyword plumbing and decorators of every module. The projections are
-    still called as modules, so adapters that wrap them (LoRA) keep working. Worker thread only.
-    """
-
-    def __init__(self, model: Any) -> None:
-        inner = model.model
-        self._embed = inner.embed_tokens
-        self._rotary = inner.rotary_emb
-        self._norm = inner.norm
-        self._packed: list[_PackedLinear] = []
-        self._exact: dict[tuple[int, ...], bool] = {}  # per weight shape: is packing exact?
-        self._head = self._linear(model.lm_head)
-        self._layers = [
-            (
-                layer.input_layernorm,
-                self._linear(layer.self_attn.q_proj),
-                self._linear(layer.self_attn.k_proj),
-                self._linear(layer.self_attn.v_proj),
-                self._linear(layer.self_attn.o_proj),
-                int(layer.self_attn.head_dim),
-                float(layer.self_attn.scaling),
-                int(layer.self_attn.num_key_value_groups) > 1,
-                layer.post_attention_layernorm,
-                self._linear(layer.mlp.gate_proj),
-                self._linear(layer.mlp.up_proj),
-                self._linear(layer.mlp.down_proj),
-                layer.mlp.act_fn,
-            )
-            for layer in inner.layers[: model.config.num_hidden_layers]
-        ]
-        # Modules whose forward this step replaces: a hook on any of them sends it back to the
-        # model's own forward, so hooks still run.
-        # (The model itself only weakly: this step is cached in a WeakKeyDictionary keyed by it.)
-        self._model = weakref.ref(model)
-        bypassed = [inner, inner.norm, inner.rotary_emb]
-        for layer in inner.layers:
-            bypassed += [layer, layer.self_attn, layer.mlp]
-            bypassed += [layer.input_layernorm, layer.post_attention_layernorm]
-        bypassed += [p.module for p in self._packed]
-        self._bypassed = bypassed
-
-    def _hooked(self) -> bool:
-        """True if a forward hook is registered on a bypassed module (or globally)."""
-        nn_module = torch.nn.modules.module
-        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
-            return True
-        top = self._model()
-        if top is None or top._forward_hooks or top._forward_pre_hooks:
-            return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self._bypassed)
-
-    def _linear(self, module: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``module`` itself, or its bf16 weight prepacked for oneDNN where that is exact."""
-        if _PackedLinear.suits(module):
-            packed = _PackedLinear(module)
-            shape = tuple(module.weight.shape)
-            if shape not in self._exact:
-                self._exact[shape] = packed.exact()
-            if self._exact[shape]:
-                self._packed.append(packed)
-                return packed
-        call: Callable[[torch.Tensor], torch.Tensor] = module
-        return call
-
-    @staticmethod
-    def eligible(model: Any) -> bool:
-        """True for models whose one-token forward this step reproduces (Llama, SDPA)."""
-        config = getattr(model, "config", None)
-        if type(model).__name__ != "LlamaForCausalLM" or config is None:
-            return False
-        if getattr(config, "_attn_implementation", None) != "sdpa":
-            return False
-        inner: Any = getattr(model, "model", None)
-        rotary = getattr(inner, "rotary_emb", None)
-        if getattr(rotary, "rope_type", None) != "default" or getattr(model, "training", True):
-            return False
-        if type(inner).__name__ != "LlamaModel" or getattr(config, "pretraining_tp", 1) != 1:
-            return False
-        return all(type(layer).__name__ == "LlamaDecoderLayer" for layer in inner.layers)
-
-    @classmethod
-    def build(cls, model: Any) -> _LeanDecode | None:
-        """A new lean step for ``model``, or ``None`` where its forward may differ from Llama's."""
-        return cls(model) if cls.eligible(model) else None
-
-    @classmethod
-    def of(cls, model: Any) -> _LeanDecode | None:
-        """The lean step of ``model``, built once per model (its packed weights are shared)."""
-        with _LEAN_LOCK:
-            if model not in _LEAN_STEPS:
-                _LEAN_STEPS[model] = cls.build(model)
-            return _LEAN_STEPS[model]
-
-    def fits(self, cache: DynamicCache) -> bool:
-        """True when ``cache`` is a plain full-attention ``DynamicCache`` this step can grow and
-        no weight changed since it was packed (an adapter merged later, a state dict loaded)."""
-        layers = cache.layers
-        if len(layers) != len(self._layers) or any(type(x) is not DynamicLayer for x in layers):
-            return False
-        return not self._hooked() and all(p.current() for p in self._packed)
-
-    def step(self, token_id: int, cache: DynamicCache) -> torch.Tensor:
-        """Feed ``token_id`` onto ``cache``; return the next-token logits as a ``[1, vocab]``."""
-        x = self._embed(torch.tensor([[token_id]], dtype=torch.long))
-        position = (torch.arange(1) + cache.get_seq_length()).unsqueeze(0)
-        rotary = self._rotary
-        freqs = position[..., None].float() * rotary.inv_freq.to(dtype=torch.float)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * rotary.attention_scaling).to(x.dtype).unsqueeze(1)
-        sin = (emb.sin() * rotary.attention_scaling).to(x.dtype).unsqueeze(1)
-        for index, (norm1, q_proj, k_proj, v_proj, o_proj, head_dim, scaling, gqa, norm2, gate,
-                    up, down, act) in enumerate(self._layers):  # fmt: skip
-            h = _rms_norm(norm1, x)
-            q = q_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
-            k = k_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
-            v = v_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
-            q = (q * cos) + (_rotate_half(q) * sin)
-            k = (k * cos) + (_rotate_half(k) * sin)
-            k, v = cache.update(k, v, index)
-            o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None, dropout_p=0.0, scale=scaling, is_causal=False,
-                enable_gqa=gqa,
-            )  # fmt: skip
-            o = o.reshape(o.shape[0], -1, 1, v.shape[-1]).transpose(1, 2).contiguous()
-            x = x + o_proj(o.reshape(1, 1, -1).contiguous())
-            h = _rms_norm(norm2, x)
-            x = x + down(act(gate(h)) * up(h))
-        logits: torch.Tensor = self._head(_rms_norm(self._norm, x))
-        return logits[0]
-
-
-class _PackedLinear:
-    """A bias-free bf16 ``nn.Linear`` whose weight is prepacked for oneDNN once.
-
-    Plain ``F.linear`` on bf16 runs the same oneDNN matmul but lays the weight out again at every
-    call; for one token that costs about a quarter of the projection's time here. The packed call
-    runs the same kernel, so its result is identical (checked on the real weights by
-    :meth:`exact` before use, and by tests/runtime/backends/test_lean_decode.py).
-    """
-
-    def __init__(self, module: Any) -> None:
-        self.module = module
-        self._weight: torch.Tensor = module.weight
-        self._version = -1
-        self._packed: torch.Tensor | None = None
-        self.current()
-
-    @staticmethod
-    def suits(module: Any) -> bool:
-        weight = getattr(module, "weight", None)
-        return (
-            type(module) is torch.nn.Linear
-            and module.bias is None
-            and isinstance(weight, torch.Tensor)
-            and weight.dtype == torch.bfloat16
-            and weight.device.type == "cpu"
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        )
-
-    def exact(self) -> bool:
-        """True if the packed call gives bit for bit what ``F.linear`` gives, on a probe row."""
-        probe = torch.randn(1, 1, self._weight.shape[1], generator=torch.Generator().manual_seed(0))
-        probe = probe.to(torch.bfloat16)
-        try:
-            with torch.inference_mode():
-                same: bool = torch.equal(self(probe), F.linear(probe, self._weight))
-        except RuntimeError:  # pragma: no cover - a torch build without the packed kernels
-            return False
-        return same
-
-    def current(self) -> bool:
-        """Pack the weight again if it was changed in place or replaced since; False when it can
-        no longer be packed (the caller then runs the model's own forward)."""
-        weight = getattr(self.module, "weight", None)
-        if weight is self._weight and weight._version == self._version:
-            return True
-        if not isinstance(weight, torch.Tensor) or weight.dtype != torch.bfloat16:
-            return False
-        self._weight, self._version = weight, weight._version
-        with torch.no_grad():
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
-        return True
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x, self._packed, None, "none", [], ""
-        )
-        return out
-
-
-_LEAN_STEPS: weakref.WeakKeyDictionary[Any, _LeanDecode | None] = weakref.WeakKeyDictionary()
-_LEAN_LOCK = threading.Lock()
-
-
-def _rms_norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
-    """``LlamaRMSNorm.forward``, op for op."""
-    dtype = x.dtype
-    h = x.to(torch.float32)
-    variance = h.pow(2).mean(-1, keepdim=True)
-    h = h * torch.rsqrt(variance + norm.variance_epsilon)
-    out: torch.Tensor = norm.weight * h.to(dtype)
-    return out
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def cache_argument(model: Any) -> str:
     """The keyword a model's ``forward`` takes its KV cache by (``cache`` in transformers 5.x,
     ``past_key_values`` before), so no deprecation warning reaches users."""
     parameters = inspect.signature(model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _kv_token_bytes(config: Any, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token takes in the cache (every layer)."""
+    layers = int(getattr(config, "num_hidden_layers", 1) or 1)
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    kv_heads = int(getattr(config, "num_key_value_heads", heads) or heads)
+    head_dim = getattr(config, "head_dim", None)
+    if not isinstance(head_dim, int):
+        head_dim = int(getattr(config, "hidden_size", heads)) // heads
+    size = torch.empty((), dtype=dtype).element_size()
+    return max(1, 2 * layers * kv_heads * head_dim * size)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
 
 
 def _truncate(cache: DynamicCache, length: int) -> None:

@@ -13,11 +13,11 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from counterpoint.runtime.backends._lean import LeanDecode
 from counterpoint.runtime.backends.base import Message, SamplingParams
 from counterpoint.runtime.backends.transformers import (
     TransformersDecoder,
     TransformersModel,
-    _LeanDecode,
     cache_argument,
 )
 
@@ -71,12 +71,12 @@ async def _decoder_greedy(model: TransformersModel, ids: list[int], count: int) 
 
 def test_the_embedded_model_has_a_lean_step(model: TransformersModel) -> None:
     assert model.lean_decode
-    assert _LeanDecode.build(object()) is None
+    assert LeanDecode.build(object()) is None
 
 
 def test_lean_step_is_bit_identical_to_the_forward(model: TransformersModel) -> None:
     hf = model.hf_model
-    lean = _LeanDecode.build(hf)
+    lean = LeanDecode.build(hf)
     assert lean is not None
     arg = cache_argument(hf)
     ids = _ids(model, PROMPTS[0])
@@ -137,7 +137,7 @@ async def test_extend_then_decode_matches_the_old_path(model: TransformersModel)
 
 def test_hooks_and_changed_weights_keep_the_models_own_semantics(model: TransformersModel) -> None:
     hf = model.hf_model
-    lean = _LeanDecode.build(hf)
+    lean = LeanDecode.build(hf)
     assert lean is not None
     cache = DynamicCache(config=hf.config)
     with torch.inference_mode():

@@ -1,0 +1,317 @@
+"""The lean one-token decode step of Llama-architecture models, for one sequence or a batch.
+
+:class:`LeanDecode` runs exactly the tensor operations of transformers' ``LlamaForCausalLM.forward``
+for one new token per sequence on a ``DynamicCache`` each, without the model's per-call Python
+machinery. :meth:`LeanDecode.step_many` steps several sequences (each with its own cache, at its
+own position) in one pass: the projections and the vocabulary head run once on the stacked rows,
+attention runs per sequence on its own keys and values. Where the matmul kernel gives every row
+what it gives that row alone (bf16 on oneDNN; :meth:`LeanDecode.rows_exact` checks it on the real
+weights), a batch's logits are bit for bit each sequence's own. Worker thread only.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+__all__ = ["LeanDecode"]
+
+
+class LeanDecode:
+    """A one-token decode step of a Llama-architecture model, without ``model.forward``.
+
+    It runs exactly the tensor operations of transformers' ``LlamaForCausalLM.forward`` for one
+    new token on a ``DynamicCache`` with SDPA attention (no mask: a single query attends to every
+    cached position), in the same order and dtypes, so its logits and the keys and values it
+    appends are bit for bit those of the model's own forward (tests/runtime/backends/
+    test_lean_decode.py checks it). What it leaves out is per-call Python overhead: the mask
+    builder, output records, keyword plumbing and decorators of every module. The projections are
+    still called as modules, so adapters that wrap them (LoRA) keep working. Worker thread only.
+    """
+
+    def __init__(self, model: Any) -> None:
+        inner = model.model
+        self._embed = inner.embed_tokens
+        self._rotary = inner.rotary_emb
+        self._norm = inner.norm
+        self._packed: list[_PackedLinear] = []
+        self._exact: dict[tuple[int, ...], bool] = {}  # per weight shape: is packing exact?
+        self._shapes: dict[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._rows_exact: bool | None = None
+        self._head = self._linear(model.lm_head)
+        self._layers = [
+            (
+                layer.input_layernorm,
+                self._linear(layer.self_attn.q_proj),
+                self._linear(layer.self_attn.k_proj),
+                self._linear(layer.self_attn.v_proj),
+                self._linear(layer.self_attn.o_proj),
+                int(layer.self_attn.head_dim),
+                float(layer.self_attn.scaling),
+                int(layer.self_attn.num_key_value_groups) > 1,
+                layer.post_attention_layernorm,
+                self._linear(layer.mlp.gate_proj),
+                self._linear(layer.mlp.up_proj),
+                self._linear(layer.mlp.down_proj),
+                layer.mlp.act_fn,
+            )
+            for layer in inner.layers[: model.config.num_hidden_layers]
+        ]
+        # Modules whose forward this step replaces: a hook on any of them sends it back to the
+        # model's own forward, so hooks still run.
+        # (The model itself only weakly: this step is cached in a WeakKeyDictionary keyed by it.)
+        self._model = weakref.ref(model)
+        bypassed = [inner, inner.norm, inner.rotary_emb]
+        for layer in inner.layers:
+            bypassed += [layer, layer.self_attn, layer.mlp]
+            bypassed += [layer.input_layernorm, layer.post_attention_layernorm]
+        bypassed += [p.module for p in self._packed]
+        self._bypassed = bypassed
+
+    def _hooked(self) -> bool:
+        """True if a forward hook is registered on a bypassed module (or globally)."""
+        nn_module = torch.nn.modules.module
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+            return True
+        top = self._model()
+        if top is None or top._forward_hooks or top._forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self._bypassed)
+
+    def _linear(self, module: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``module`` itself, or its bf16 weight prepacked for oneDNN where that is exact."""
+        if _PackedLinear.suits(module):
+            packed = _PackedLinear(module)
+            shape = tuple(module.weight.shape)
+            if shape not in self._exact:
+                self._exact[shape] = packed.exact()
+            if self._exact[shape]:
+                self._packed.append(packed)
+                self._shapes.setdefault(shape, packed)
+                return packed
+        call: Callable[[torch.Tensor], torch.Tensor] = module
+        self._shapes.setdefault(tuple(module.weight.shape), call)
+        return call
+
+    @staticmethod
+    def eligible(model: Any) -> bool:
+        """True for models whose one-token forward this step reproduces (Llama, SDPA)."""
+        config = getattr(model, "config", None)
+        if type(model).__name__ != "LlamaForCausalLM" or config is None:
+            return False
+        if getattr(config, "_attn_implementation", None) != "sdpa":
+            return False
+        inner: Any = getattr(model, "model", None)
+        rotary = getattr(inner, "rotary_emb", None)
+        if getattr(rotary, "rope_type", None) != "default" or getattr(model, "training", True):
+            return False
+        if type(inner).__name__ != "LlamaModel" or getattr(config, "pretraining_tp", 1) != 1:
+            return False
+        return all(type(layer).__name__ == "LlamaDecoderLayer" for layer in inner.layers)
+
+    @classmethod
+    def build(cls, model: Any) -> LeanDecode | None:
+        """A new lean step for ``model``, or ``None`` where its forward may differ from Llama's."""
+        return cls(model) if cls.eligible(model) else None
+
+    @classmethod
+    def of(cls, model: Any) -> LeanDecode | None:
+        """The lean step of ``model``, built once per model (its packed weights are shared)."""
+        with _LEAN_LOCK:
+            if model not in _LEAN_STEPS:
+                _LEAN_STEPS[model] = cls.build(model)
+            return _LEAN_STEPS[model]
+
+    def fits(self, cache: DynamicCache) -> bool:
+        """True when ``cache`` is a plain full-attention ``DynamicCache`` this step can grow and
+        no weight changed since it was packed (an adapter merged later, a state dict loaded)."""
+        layers = cache.layers
+        if len(layers) != len(self._layers) or any(type(x) is not DynamicLayer for x in layers):
+            return False
+        return not self._hooked() and all(p.current() for p in self._packed)
+
+    def step(self, token_id: int, cache: DynamicCache) -> torch.Tensor:
+        """Feed ``token_id`` onto ``cache``; return the next-token logits as a ``[1, vocab]``."""
+        x = self._embed(torch.tensor([[token_id]], dtype=torch.long))
+        cos, sin = self._rope(cache.get_seq_length(), x.dtype)
+        for index, (norm1, q_proj, k_proj, v_proj, o_proj, head_dim, scaling, gqa, norm2, gate,
+                    up, down, act) in enumerate(self._layers):  # fmt: skip
+            h = _rms_norm(norm1, x)
+            q = q_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
+            k = k_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
+            v = v_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
+            q = (q * cos) + (_rotate_half(q) * sin)
+            k = (k * cos) + (_rotate_half(k) * sin)
+            k, v = cache.update(k, v, index)
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None, dropout_p=0.0, scale=scaling, is_causal=False,
+                enable_gqa=gqa,
+            )  # fmt: skip
+            o = o.reshape(o.shape[0], -1, 1, v.shape[-1]).transpose(1, 2).contiguous()
+            x = x + o_proj(o.reshape(1, 1, -1).contiguous())
+            h = _rms_norm(norm2, x)
+            x = x + down(act(gate(h)) * up(h))
+        logits: torch.Tensor = self._head(_rms_norm(self._norm, x))
+        return logits[0]
+
+    def step_many(self, token_ids: Sequence[int], caches: Sequence[DynamicCache]) -> torch.Tensor:
+        """Feed ``token_ids[i]`` onto ``caches[i]`` for every ``i`` in one pass; return the
+        next-token logits, one row per sequence (``[len(token_ids), vocab]``).
+
+        The projections, norms and the head run once on the stacked rows; rotary positions and
+        attention are each sequence's own. Row ``i`` is bit for bit ``step(token_ids[i],
+        caches[i])`` where :meth:`rows_exact` holds. If a pass fails, the caller must truncate
+        every cache back (some layers may have grown).
+        """
+        count = len(token_ids)
+        if count != len(caches) or count == 0:
+            raise ValueError("step_many needs one cache per token id, and at least one of each")
+        x = self._embed(torch.tensor([[t] for t in token_ids], dtype=torch.long))
+        ropes = [self._rope(c.get_seq_length(), x.dtype) for c in caches]
+        cos = torch.cat([r[0] for r in ropes])
+        sin = torch.cat([r[1] for r in ropes])
+        for index, (norm1, q_proj, k_proj, v_proj, o_proj, head_dim, scaling, gqa, norm2, gate,
+                    up, down, act) in enumerate(self._layers):  # fmt: skip
+            h = _rms_norm(norm1, x)
+            q = q_proj(h).view(count, 1, -1, head_dim).transpose(1, 2)
+            k = k_proj(h).view(count, 1, -1, head_dim).transpose(1, 2)
+            v = v_proj(h).view(count, 1, -1, head_dim).transpose(1, 2)
+            q = (q * cos) + (_rotate_half(q) * sin)
+            k = (k * cos) + (_rotate_half(k) * sin)
+            outs = []
+            for row, cache in enumerate(caches):
+                kr, vr = cache.update(k[row : row + 1], v[row : row + 1], index)
+                qr = q[row : row + 1]
+                o = F.scaled_dot_product_attention(
+                    qr, kr, vr, attn_mask=None, dropout_p=0.0, scale=scaling, is_causal=False,
+                    enable_gqa=gqa,
+                )  # fmt: skip
+                outs.append(o)
+            o = torch.cat(outs).transpose(1, 2).reshape(count, 1, -1).contiguous()
+            x = x + o_proj(o)
+            h = _rms_norm(norm2, x)
+            x = x + down(act(gate(h)) * up(h))
+        logits: torch.Tensor = self._head(_rms_norm(self._norm, x))
+        return logits[:, 0]
+
+    def rows_exact(self) -> bool:
+        """True if every projection gives each row of a batch bit for bit what it gives that row
+        alone (checked once per weight shape on probe rows; the norms, rotary and attention are
+        per row by construction). bf16 on oneDNN holds; fp32 GEMM does not (a batch takes
+        another kernel than one row), so batches there would change answers."""
+        if self._rows_exact is None:
+            self._rows_exact = all(self._row_invariant(f) for f in self._shapes.values())
+        return self._rows_exact
+
+    @staticmethod
+    def _row_invariant(linear: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        weight = getattr(linear, "weight", None)
+        if weight is None:
+            weight = getattr(getattr(linear, "module", None), "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            return False
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(_PROBE_ROWS, 1, weight.shape[1], generator=generator).to(weight.dtype)
+        with torch.inference_mode():
+            together = linear(probe)
+            return all(
+                torch.equal(together[i : i + 1], linear(probe[i : i + 1]))
+                for i in range(_PROBE_ROWS)
+            )
+
+    def _rope(self, position: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary cos and sin for one token at ``position`` (``[1, 1, 1, head_dim]`` each)."""
+        rotary = self._rotary
+        at = (torch.arange(1) + position).unsqueeze(0)
+        freqs = at[..., None].float() * rotary.inv_freq.to(dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * rotary.attention_scaling).to(dtype).unsqueeze(1)
+        sin = (emb.sin() * rotary.attention_scaling).to(dtype).unsqueeze(1)
+        return cos, sin
+
+
+class _PackedLinear:
+    """A bias-free bf16 ``nn.Linear`` whose weight is prepacked for oneDNN once.
+
+    Plain ``F.linear`` on bf16 runs the same oneDNN matmul but lays the weight out again at every
+    call; for one token that costs about a quarter of the projection's time here. The packed call
+    runs the same kernel, so its result is identical (checked on the real weights by
+    :meth:`exact` before use, and by tests/runtime/backends/test_lean_decode.py).
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self._weight: torch.Tensor = module.weight
+        self._version = -1
+        self._packed: torch.Tensor | None = None
+        self.current()
+
+    @staticmethod
+    def suits(module: Any) -> bool:
+        weight = getattr(module, "weight", None)
+        return (
+            type(module) is torch.nn.Linear
+            and module.bias is None
+            and isinstance(weight, torch.Tensor)
+            and weight.dtype == torch.bfloat16
+            and weight.device.type == "cpu"
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        )
+
+    def exact(self) -> bool:
+        """True if the packed call gives bit for bit what ``F.linear`` gives, on a probe row."""
+        probe = torch.randn(1, 1, self._weight.shape[1], generator=torch.Generator().manual_seed(0))
+        probe = probe.to(torch.bfloat16)
+        try:
+            with torch.inference_mode():
+                same: bool = torch.equal(self(probe), F.linear(probe, self._weight))
+        except RuntimeError:  # pragma: no cover - a torch build without the packed kernels
+            return False
+        return same
+
+    def current(self) -> bool:
+        """Pack the weight again if it was changed in place or replaced since; False when it can
+        no longer be packed (the caller then runs the model's own forward)."""
+        weight = getattr(self.module, "weight", None)
+        if weight is self._weight and weight._version == self._version:
+            return True
+        if not isinstance(weight, torch.Tensor) or weight.dtype != torch.bfloat16:
+            return False
+        self._weight, self._version = weight, weight._version
+        with torch.no_grad():
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+        return True
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+            x, self._packed, None, "none", [], ""
+        )
+        return out
+
+
+_PROBE_ROWS = 4
+_LEAN_STEPS: weakref.WeakKeyDictionary[Any, LeanDecode | None] = weakref.WeakKeyDictionary()
+_LEAN_LOCK = threading.Lock()
+
+
+def _rms_norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """``LlamaRMSNorm.forward``, op for op."""
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    variance = h.pow(2).mean(-1, keepdim=True)
+    h = h * torch.rsqrt(variance + norm.variance_epsilon)
+    out: torch.Tensor = norm.weight * h.to(dtype)
+    return out
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
