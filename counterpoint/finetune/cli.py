@@ -2,6 +2,9 @@
 
 - ``counterpoint finetune data --out DIR -n N --held-out M --seed S [--tools pkg.mod:toolset]``
 - ``counterpoint finetune train --out DIR [--data DIR] [--tools pkg.mod:toolset] [-n N] ...``
+- ``counterpoint finetune eval [--adapter DIR|none] [-n N] [--mode async]``: run an agent on
+  held-out samples (functions training never saw) and say how often its calls were right and its
+  answers stated the results.
 - ``counterpoint finetune --tools pkg.mod:toolset --out DIR``: ``train`` with its defaults.
 
 User errors are :class:`~counterpoint.errors.CounterpointError` lines (the top-level ``main``
@@ -138,6 +141,15 @@ def _train(
     task = progress.add_task("train", total=None, loss="-")
 
     def on_step(log: StepLog) -> None:
+        if not _console.is_terminal:  # a log file: a plain line every 5% of the steps
+            every = max(1, log.total_steps // 20)
+            if log.step % every == 0 or log.step in (1, log.total_steps):
+                _console.print(
+                    f"step {log.step}/{log.total_steps} loss {log.loss:.4f} "
+                    f"lr {log.lr:.2e} {log.elapsed_s:.0f} s",
+                    highlight=False,
+                )
+            return
         if not progress.live.is_started:
             progress.start()
         progress.update(task, completed=log.step, total=log.total_steps, loss=f"{log.loss:.4f}")
@@ -232,6 +244,71 @@ def _train_options(
 
 
 finetune_app.command("train")(_train_options)
+
+
+@finetune_app.command("eval")
+def eval_command(
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            "--adapter",
+            help="A LoRA adapter folder (default: the shipped one on the embedded model; "
+            "none: the raw model).",
+        ),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="The model to run.")] = "embedded",
+    n: Annotated[int, typer.Option("-n", min=1, help="Held-out samples to run.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out samples.")] = 0,
+    mode: Annotated[str, typer.Option("--mode", help="sync, parallel or async.")] = "async",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Samples run at once.")
+    ] = 4,
+    constrained: Annotated[
+        bool,
+        typer.Option(
+            "--constrained/--no-constrained", help="Grammar-constrained call blocks (local)."
+        ),
+    ] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write every judged run here.")
+    ] = None,
+) -> None:
+    """Run an agent on held-out samples (functions training never saw); print the shares."""
+    import asyncio
+    from dataclasses import asdict
+
+    from counterpoint.finetune.data import build_dataset
+    from counterpoint.finetune.heldout import HeldOutCase, evaluate_held_out
+    from counterpoint.runtime.backends.registry import resolve_model
+
+    if mode not in ("sync", "parallel", "async"):
+        raise ConfigError(f"--mode must be sync, parallel or async, got {mode!r}")
+    samples = build_dataset(n, seed=seed, split="held_out")
+    loaded = resolve_model(model, adapter=adapter)
+    if hasattr(loaded, "constrained"):
+        loaded.constrained = constrained
+    done: list[HeldOutCase] = []
+
+    def on_case(case: HeldOutCase) -> None:
+        done.append(case)
+        mark = "ok " if case.calls_right and case.facts_share == 1.0 else "-- "
+        _console.print(f"{mark}{len(done):3d} {case.sample_id} {case.shape}", highlight=False)
+
+    report = asyncio.run(
+        evaluate_held_out(
+            loaded,
+            samples,
+            mode=mode,  # type: ignore[arg-type]
+            concurrency=concurrency,
+            on_case=on_case,
+        )
+    )
+    summary = {"model": loaded.name, **report.summary()}
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [asdict(c) for c in report.cases]
+        json_out.write_text(json.dumps({"summary": summary, "cases": rows}, indent=1))
+    typer.echo(json.dumps(summary, indent=2))
 
 
 @finetune_app.callback(invoke_without_command=True)
