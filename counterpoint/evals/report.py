@@ -91,6 +91,8 @@ class GroupStats(BaseModel):
     protocol_tokens: float
     protocol_share: float
     token_limit_hits: int
+    protocol_errors: int = 0
+    """Runs that failed or broke the protocol (a malformed block, a forged marker)."""
 
 
 class Speedup(BaseModel):
@@ -188,7 +190,14 @@ def _group_stats(model: str, category: str, mode: str, rows: list[EvalResultReco
         protocol_tokens=protocol,
         protocol_share=protocol / out_tokens if out_tokens else 0.0,
         token_limit_hits=sum(1 for r in rows if r.attributes.get("status") == "limit"),
+        protocol_errors=sum(1 for r in rows if _protocol_error(r)),
     )
+
+
+def _protocol_error(row: EvalResultRecord) -> bool:
+    """A run that failed, or in which the model broke the protocol."""
+    attributes = row.attributes
+    return attributes.get("status") == "error" or int(attributes.get("protocol_violations", 0)) > 0
 
 
 def _geomean(values: Sequence[float]) -> float:
@@ -309,7 +318,7 @@ def render_tables(report: EvalReport) -> list[Table]:
     main = Table(title=f"BFCL accuracy and latency (first token to last){suffix}")
     columns = ["model"] if several else []
     columns += ["category", "mode", "correct", "accuracy", "p50", "p95"]
-    columns += ["tok/case", "protocol", "at limit"]
+    columns += ["tok/case", "protocol", "proto err", "at limit"]
     for name in columns:
         main.add_column(name, justify="left" if name in _TEXT_COLUMNS else "right")
     for i, g in enumerate(report.groups):
@@ -318,7 +327,7 @@ def render_tables(report: EvalReport) -> list[Table]:
         cells += [g.category, g.mode, f"{g.correct}/{g.cases}", f"{g.accuracy:.1%}"]
         cells += [_seconds(g.latency_p50_s), _seconds(g.latency_p95_s)]
         cells += [f"{g.output_tokens / g.cases:.0f}", f"{g.protocol_share:.1%}"]
-        cells.append(str(g.token_limit_hits))
+        cells += [f"{g.protocol_errors / g.cases:.0%}", str(g.token_limit_hits)]
         last_of_category = following is not None and following.category != g.category
         main.add_row(*cells, end_section=last_of_category)
     tables = [main]

@@ -253,6 +253,8 @@ class CaseResult:
     run_id: str
     wall_s: float
     generated: str = ""
+    protocol_violations: int = 0
+    """Protocol violations the model made (malformed blocks, forged markers)."""
 
 
 @dataclass(frozen=True)
@@ -406,6 +408,7 @@ class _Run:
             run_id=run_id,
             wall_s=wall,
             generated="".join(collector.generated),
+            protocol_violations=collector.protocol_errors,
         )
         self._record(result)
         await self.tracer.aflush()  # committed: an interruption from here on keeps this case
@@ -417,6 +420,7 @@ class _Run:
         attributes = {
             "status": r.status,
             "protocol_tokens": r.protocol_tokens,
+            "protocol_violations": r.protocol_violations,
             "wall_s": r.wall_s,
             "max_tokens": self.config.max_tokens,
             "latency_scale": self.config.latency_scale,

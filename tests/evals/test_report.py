@@ -57,6 +57,7 @@ def _result(
     out: int = 10,
     protocol: float = 2.0,
     status: str = "ok",
+    violations: int = 0,
 ) -> None:
     tracer.record_eval_result(
         EvalResultRecord(
@@ -69,7 +70,11 @@ def _result(
             failure_reason=None if correct else "wrong",
             latency_s=latency,
             output_tokens=out,
-            attributes={"protocol_tokens": protocol, "status": status},
+            attributes={
+                "protocol_tokens": protocol,
+                "status": status,
+                "protocol_violations": violations,
+            },
         )
     )
 
@@ -81,7 +86,7 @@ def _hand_made(tracer: SQLiteTracer) -> None:
     _result(tracer, "run-a", "parallel_1", "sync", 4.0)
     _result(tracer, "run-a", "parallel_1", "async", 1.0, correct=False, status="limit")
     _result(tracer, "run-a", "simple_python_0", "sync", 1.0, out=20, protocol=5.0)
-    _result(tracer, "run-a", "simple_python_0", "async", 1.0, out=20, protocol=5.0)
+    _result(tracer, "run-a", "simple_python_0", "async", 1.0, out=20, protocol=5.0, violations=2)
     _result(tracer, "run-a", "simple_python_1", "sync", 3.0)  # no async pair
     tracer.flush()
 
@@ -101,6 +106,9 @@ def test_accuracy_latency_overhead_per_category_and_mode(tracer: SQLiteTracer) -
     simple = report.group("m", "simple_python", "sync")
     assert simple is not None and simple.cases == 2
     assert simple.protocol_share == pytest.approx(7.0 / 30.0)
+    assert simple.protocol_errors == 0
+    simple_async = report.group("m", "simple_python", "async")
+    assert simple_async is not None and simple_async.protocol_errors == 1
     overall = report.group("m", "all", "sync")
     assert overall is not None and overall.cases == 4 and overall.correct == 4
     assert [(g.category, g.mode) for g in report.groups] == [
