@@ -79,7 +79,8 @@ def run(
         str | None,
         typer.Option(
             help="A LoRA adapter folder (`counterpoint finetune train` writes one) merged into a "
-            "local model; none: the base model (the default)."
+            "local model (default: the project's CML adapter on the embedded model); none: the "
+            "raw model."
         ),
     ] = None,
 ) -> None:
@@ -155,7 +156,10 @@ def tui(
     ] = None,
     adapter: Annotated[
         str | None,
-        typer.Option(help="A LoRA adapter folder merged into the local model (default: none)."),
+        typer.Option(
+            help="A LoRA adapter folder merged into the local model (default: the project's CML "
+            "adapter on the embedded model); none: the raw model."
+        ),
     ] = None,
 ) -> None:
     """The terminal UI: run an agent and watch its calls on a timeline; browse stored traces."""

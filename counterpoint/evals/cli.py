@@ -232,7 +232,10 @@ def bfcl(
     ] = None,
     adapter: Annotated[
         str | None,
-        typer.Option(help="A LoRA adapter folder merged into the local model (default: none)."),
+        typer.Option(
+            help="A LoRA adapter folder merged into the local model (default: the project's CML "
+            "adapter on the embedded model); none: the raw model."
+        ),
     ] = None,
 ) -> None:
     """Run BFCL cases through an agent in each mode; record accuracy and latency per case."""
@@ -271,7 +274,7 @@ def bfcl(
                     turns=_turns(turns),
                     data_dir=str(data_dir) if data_dir is not None else None,
                     constrained=constrained is not False,
-                    adapter=None if adapter is None or adapter.lower() == "none" else adapter,
+                    adapter=adapter,
                 )
             _warn_held_back(config, console)
             outcome = _run(config, tracer, resume, base_url, concurrency, console)

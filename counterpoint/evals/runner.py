@@ -181,7 +181,8 @@ class EvalConfig:
         turns: ``all`` turns of a multi-turn question in order, or only the ``first``.
         constrained: grammar-constrained call blocks on the local backend (False: the raw
             model writes every token itself).
-        adapter: a LoRA adapter folder merged into the local model (None: the base model).
+        adapter: a LoRA adapter folder merged into the local model (None: the project's CML
+            adapter on the embedded model, none on others; ``"none"``: the base model).
     """
 
     categories: tuple[str, ...] = DEVELOPMENT_CATEGORIES

@@ -36,11 +36,13 @@ def build_agent(
 
     toolset = load_tools(tools) if tools else Toolset()
     spec: Any = model
-    if adapter is not None and adapter.lower() != "none":
-        from counterpoint.runtime.backends._adapter import check_adapter
+    if adapter is not None:  # a folder, or none (the default adapter loads with the agent)
         from counterpoint.runtime.backends.registry import resolve_model
 
-        check_adapter(adapter)
+        if adapter.lower() != "none":
+            from counterpoint.runtime.backends._adapter import check_adapter
+
+            check_adapter(adapter)
         spec = resolve_model(model, adapter=adapter)
     tracer: EventSink | bool = True
     if db is not None:

@@ -518,6 +518,6 @@ async def test_the_embedded_model_runs_a_case_end_to_end(tracer: SQLiteTracer) -
     assert 0 < result.output_tokens <= 16
     assert result.latency_s > 0 and result.input_tokens > 100
     assert result.correct or result.failure_reason
-    assert result.model == "SmolLM2-135M-Instruct"
+    assert result.model == "SmolLM2-135M-Instruct+cml"  # the shipped adapter, by default
     run = query.get_run(tracer.store, result.run_id)
     assert run.parent_run_id == outcome.run_id and run.output_tokens == result.output_tokens

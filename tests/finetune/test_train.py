@@ -46,7 +46,7 @@ def _records() -> list[Record]:
 def base() -> Iterator[Any]:
     from counterpoint.runtime.backends.transformers import TransformersModel
 
-    model = TransformersModel.load(dtype="float32")
+    model = TransformersModel.load(dtype="float32", adapter="none")  # train on the raw model
     yield model
     model.close()
 

@@ -18,10 +18,26 @@ from typing import Any
 
 from counterpoint.errors import ConfigError
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "apply_adapter", "check_adapter"]
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "DEFAULT_ADAPTER",
+    "EMBEDDED_ADAPTER",
+    "EMBEDDED_ADAPTER_LABEL",
+    "apply_adapter",
+    "check_adapter",
+    "resolve_adapter",
+]
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+EMBEDDED_ADAPTER = Path(__file__).resolve().with_name("embedded_adapter")
+"""The project's CML LoRA adapter for the embedded model, shipped with the package (its
+``recipe.json`` and ``loss.png`` say how it was trained)."""
+EMBEDDED_ADAPTER_LABEL = "cml"
+"""What the embedded model's name gets appended when it runs with the shipped adapter."""
+DEFAULT_ADAPTER = "default"
+"""The ``adapter`` value that means: the shipped adapter on the embedded model, none elsewhere."""
 _REMEDY = (
     "train one with `counterpoint finetune train --out DIR`, restore the shipped one "
     "(`git checkout -- PATH` in a checkout, or reinstall counterpoint), or pass --adapter none "
@@ -93,6 +109,19 @@ def check_adapter(path: str | os.PathLike[str]) -> Path:
         raise _fail(folder, f"{ADAPTER_CONFIG} describes a {kind or 'unknown'} adapter, not LoRA")
     _check_weights(folder, weights)
     return folder
+
+
+def resolve_adapter(adapter: str | os.PathLike[str] | None, *, embedded: bool) -> Path | None:
+    """The adapter folder an ``adapter`` value names, or ``None`` for the base model.
+
+    ``None`` or ``"none"``: the base model. ``"default"``: :data:`EMBEDDED_ADAPTER` when the
+    model is the embedded one, else the base model. Anything else: that folder.
+    """
+    if adapter is None or str(adapter).lower() == "none":
+        return None
+    if str(adapter) == DEFAULT_ADAPTER:
+        return EMBEDDED_ADAPTER if embedded else None
+    return Path(adapter).expanduser()
 
 
 def apply_adapter(hf_model: Any, path: str | os.PathLike[str]) -> Any:

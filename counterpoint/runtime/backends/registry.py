@@ -29,13 +29,13 @@ def resolve_model(
       ``OPENAI_BASE_URL``);
     - anything else: a local directory or a Hugging Face id already in the local cache.
 
-    ``adapter``: a LoRA adapter folder merged into a local model (None or ``"none"``: the base
-    model); a server's model takes none (a ConfigError says so).
+    ``adapter``: a LoRA adapter folder merged into a local model; None (the default): the
+    project's CML adapter on the embedded model and none on others; ``"none"``: the base model.
+    A server's model takes none (a ConfigError says so).
     """
     spec = spec or os.environ.get("COUNTERPOINT_MODEL") or "embedded"
-    adapter = None if adapter is None or adapter.lower() == "none" else adapter
     if spec.startswith("openai:"):
-        if adapter is not None:
+        if adapter is not None and adapter.lower() != "none":
             raise ConfigError(
                 f"--adapter {adapter!r}: adapters apply to local models, not to {spec!r} "
                 "(load the adapter in the server instead, or pass --adapter none)"
@@ -43,12 +43,16 @@ def resolve_model(
         from counterpoint.runtime.backends.openai import OpenAIModel
 
         return OpenAIModel(spec.removeprefix("openai:"), base_url=base_url)
-    key = spec if adapter is None else f"{spec}+{os.path.abspath(adapter)}"
+    from counterpoint.runtime.backends._adapter import DEFAULT_ADAPTER, resolve_adapter
+
+    folder = resolve_adapter(adapter or DEFAULT_ADAPTER, embedded=spec == "embedded")
+    key = spec if folder is None else f"{spec}+{os.path.abspath(folder)}"
     with _lock:
         model = _loaded.get(key)
         if model is None:
             from counterpoint.runtime.backends.transformers import TransformersModel
 
-            model = TransformersModel.load(None if spec == "embedded" else spec, adapter=adapter)
+            local = None if spec == "embedded" else spec
+            model = TransformersModel.load(local, adapter=folder)
             _loaded[key] = model
         return model

@@ -188,7 +188,7 @@ class TransformersModel:
         dtype: str = "auto",
         prefix_cache: bool = True,
         constrained: bool = True,
-        adapter: str | os.PathLike[str] | None = None,
+        adapter: str | os.PathLike[str] | None = "default",
     ) -> TransformersModel:
         """Load a model on CPU without touching the network.
 
@@ -200,22 +200,30 @@ class TransformersModel:
         ``"bfloat16"``. Raises :class:`~counterpoint.errors.ModelNotFoundError` for anything else.
         ``constrained=False`` turns grammar-constrained call blocks off. ``adapter``: a LoRA
         adapter folder (``counterpoint finetune train`` writes one) merged into the weights, so
-        decoding costs what it cost without it; None or ``"none"``: the base model. A missing or
-        corrupt adapter is a one-line :class:`~counterpoint.errors.ConfigError`.
+        decoding costs what it cost without it; ``"default"`` (the default): the project's CML
+        adapter on the embedded model (shipped with the package), none on any other; None or
+        ``"none"``: the base model. A missing or corrupt adapter is a one-line
+        :class:`~counterpoint.errors.ConfigError`.
         """
-        _loading.configure_threads()
-        use = adapter is not None and str(adapter).lower() != "none"
-        if use:
-            from counterpoint.runtime.backends._adapter import check_adapter
+        from counterpoint.runtime.backends._adapter import (
+            EMBEDDED_ADAPTER,
+            EMBEDDED_ADAPTER_LABEL,
+            check_adapter,
+            resolve_adapter,
+        )
 
-            check_adapter(str(adapter))  # before minutes of loading
+        _loading.configure_threads()
+        folder = resolve_adapter(adapter, embedded=spec in (None, "embedded"))
+        if folder is not None:
+            check_adapter(folder)  # before minutes of loading
         loaded = _loading.load(spec, dtype=dtype, cache_dir=cache_dir)
         hf, name = loaded.model, loaded.name
-        if use:
+        if folder is not None:
             from counterpoint.runtime.backends._adapter import apply_adapter
 
-            hf = apply_adapter(hf, str(adapter))
-            name = f"{name}+{Path(str(adapter)).name}"
+            hf = apply_adapter(hf, folder)
+            label = EMBEDDED_ADAPTER_LABEL if folder == EMBEDDED_ADAPTER else folder.name
+            name = f"{name}+{label}"
         return cls(
             hf,
             loaded.tokenizer,
@@ -233,7 +241,7 @@ class TransformersModel:
         cache_dir: Path | None = None,
         dtype: str = "auto",
         constrained: bool = True,
-        adapter: str | os.PathLike[str] | None = None,
+        adapter: str | os.PathLike[str] | None = "default",
     ) -> TransformersModel:
         """:meth:`load` in a thread, so an event loop keeps running while the model loads."""
         return await asyncio.to_thread(
