@@ -139,7 +139,8 @@ class _ProgressView:
             + (f", {plan.done} already done" if plan.done else ""),
             highlight=False,
         )
-        self.progress.start()
+        if self.console.is_terminal:
+            self.progress.start()
         self.task = self.progress.add_task(
             "bfcl", total=plan.total, completed=plan.done, accuracy=""
         )
@@ -147,6 +148,16 @@ class _ProgressView:
     def on_result(self, result: CaseResult) -> None:
         self.finished += 1
         self.correct += result.correct
+        if not self.console.is_terminal:  # a log file: a plain line every 5% of the cases
+            total = self.plan.total - self.plan.done if self.plan is not None else 0
+            every = max(1, total // 20)
+            if self.finished % every == 0 or self.finished == total:
+                self.console.print(
+                    f"{self.finished}/{total} {result.category}/{result.mode} "
+                    f"acc {self.correct / self.finished:.0%}",
+                    highlight=False,
+                )
+            return
         self.progress.update(
             self.task,
             advance=1,

@@ -69,6 +69,8 @@ def test_run_then_report(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "100.0%" in result.stdout and "Speedup over sync" in result.stdout
     assert "eval run" in result.stderr and "2/2" in result.stdout
+    # not a terminal: plain progress lines instead of a live bar
+    assert "4/4 parallel/" in result.stderr and "acc 100%" in result.stderr
 
     with TraceStore(db) as store:
         (run,) = query.list_eval_runs(store)

@@ -561,7 +561,6 @@ class TransformersModel:
     ) -> None:
         """Feed the pending token of every decoder of ``batch`` in one pass, then choose."""
         assert lean is not None
-        decoders = [request.subject for request, _ in batch]
         ready: list[tuple[StepRequest[TransformersDecoder], float]] = []
         for item in batch:
             try:
