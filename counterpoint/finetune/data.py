@@ -130,14 +130,17 @@ def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
     """Counts by kind and shape, calls per sample, distinct questions and templates."""
     kinds: dict[str, int] = {}
     shapes: dict[str, int] = {}
+    schedules: dict[str, int] = {}
     for s in samples:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
         shapes[s.shape] = shapes.get(s.shape, 0) + 1
+        schedules[s.schedule] = schedules.get(s.schedule, 0) + 1
     calls = [len(s.calls) for s in samples]
     return {
         "samples": len(samples),
         "kinds": dict(sorted(kinds.items())),
         "shapes": dict(sorted(shapes.items())),
+        "schedules": dict(sorted(schedules.items())),
         "calls": sum(calls),
         "max_calls": max(calls, default=0),
         "functions_called": len({c.name for s in samples for c in s.calls}),

@@ -81,6 +81,10 @@ TOKEN_TIME_RANGE_S = (0.005, 0.030)
 LATENCY_FACTOR = 3.0
 """A tool's shown latency is its library latency times a factor in [1/3, 3], per sample."""
 EXEC_JITTER = (0.8, 1.25)
+BLOCKING_SHARE = 0.35
+"""Share of call traces whose results come back the moment each block closes: what the model
+sees in ``sync`` mode (the session runs each call before the model goes on) and with tools
+faster than a token. The model learns to read a result already there, not only to wait for one."""
 """A call's simulated run time is its shown latency times a factor in this range."""
 MAX_TOOLS = 8
 
@@ -143,6 +147,9 @@ class Sample:
     """A message the user sent while the model worked (``[INTR] user [HEAD] ...``), if any."""
     user_interrupt_s: float | None = None
     """When it was sent (simulated seconds since the first token)."""
+    schedule: str = "async"
+    """``async``: results arrive after their (simulated) execution time; ``blocking``: each
+    result right after its call block (see :data:`BLOCKING_SHARE`)."""
     tool_specs: tuple[ToolSpec, ...] = field(default=(), repr=False, compare=False)
     """The offered tools' specs with this sample's latencies (what :meth:`specs` returns)."""
 
@@ -174,6 +181,7 @@ class Sample:
             "split": self.split,
             "kind": self.kind,
             "shape": self.shape,
+            "schedule": self.schedule,
             "messages": [*self.messages(), {"role": "assistant", "content": self.transcript}],
             "segments": [{"text": s.text, "train": s.train} for s in self.segments],
             "tools": list(self.tools),
@@ -789,9 +797,11 @@ def generate_sample(
         latencies[name] = _nice_latency(min(3.0, catalog.entry(name).latency_s * factor))
 
     dt = round(rng.uniform(*TOKEN_TIME_RANGE_S), 4)
+    # (a user who writes while the model works needs calls that take time)
+    blocking = bool(q.nodes) and shape != "user_interrupt" and rng.random() < BLOCKING_SHARE
     for n in q.nodes:
         n.estimated_s = latencies[n.entry.name]
-        n.exec_s = n.estimated_s * rng.uniform(*EXEC_JITTER)
+        n.exec_s = 0.0 if blocking else n.estimated_s * rng.uniform(*EXEC_JITTER)
     _priorities(q.nodes)
     segments, t = _simulate(q.nodes, dt, user_message)
 
@@ -851,6 +861,7 @@ def generate_sample(
         templates=tuple(n.template.text for n in q.nodes),
         user_interrupt=user_message.text if user_message else None,
         user_interrupt_s=user_message.at_s if user_message else None,
+        schedule="blocking" if blocking else "async",
         tool_specs=specs,
     )
 

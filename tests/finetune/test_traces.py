@@ -266,3 +266,22 @@ def test_failed_calls_are_reported(train_samples: list[Sample]) -> None:
     for s, c in failed:
         assert c.result["error"] in s.answer, s.id
         assert not [d for d in s.calls if c.id in d.needs]  # nothing builds on a failure
+
+
+def test_blocking_traces_read_each_result_right_after_its_block(
+    train_samples: list[Sample],
+) -> None:
+    """What sync mode shows the model: every result directly after its call block, no trap."""
+    with_calls = [s for s in train_samples if s.calls]
+    blocking = [s for s in with_calls if s.schedule == "blocking"]
+    assert 0.2 < len(blocking) / len(with_calls) < 0.5
+    assert all(s.shape != "user_interrupt" for s in blocking)
+    for s in blocking:
+        assert "[TRAP]" not in s.generated, s.id
+        segments = list(s.segments)
+        for k, segment in enumerate(segments):
+            if segment.train and segment.text.startswith("[CALL]"):
+                after = segments[k + 1]
+                assert not after.train and after.text.startswith("[INTR]"), s.id
+        assert all(c.exec_s == 0.0 and c.injected_s == c.written_s for c in s.calls), s.id
+    assert any(s.schedule == "async" and "[TRAP]" in s.generated for s in with_calls)
