@@ -10,9 +10,12 @@ Two kinds of work reach it:
   together as one *tick*, by the ``run_steps`` callback the model gives, which feeds all the
   one-token forward passes of the tick in one batched pass.
 
-Ticks and jobs alternate, so a waiting prefill never starves the decoders, and a long prefill
-calls :meth:`Worker.service` between its chunks to run the steps that arrived meanwhile: one
-session's prompt or interrupt stalls the others for one chunk at most. At most ``max_batch``
+A tick waits up to ``gather_s`` (2 ms) for the decoders that stepped in the last two ticks to
+come back (they resubmit from the event loop just after the worker resolves them), so decoders
+never fall out of phase into ticks of one. Ticks and jobs alternate, so a waiting prefill never
+starves the decoders, and a long prefill calls :meth:`Worker.service` between its chunks to run
+the steps that arrived meanwhile: one session's prompt or interrupt stalls the others for one
+chunk at most. At most ``max_batch``
 steps share a tick; the rest wait for the next. A step whose caller has given up (its future is
 cancelled) before its tick is dropped without running.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -53,12 +57,17 @@ class Worker(Generic[_S]):
         run_steps: Callable[[Sequence[StepRequest[_S]]], None],
         *,
         max_batch: int = 16,
+        gather_s: float = 0.002,
         name: str = "counterpoint-model",
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._run_steps = run_steps
         self.max_batch = max_batch
+        self.gather_s = gather_s
+        """How long a tick may wait for the steps of the previous tick's decoders to come back
+        (they are resubmitted from the event loop just after the worker resolves them)."""
+        self._seen: dict[int, int] = {}  # id(subject) -> the last tick it stepped in
         self._cond = threading.Condition()
         self._jobs: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._steps: deque[StepRequest[_S]] = deque()
@@ -115,6 +124,22 @@ class Worker(Generic[_S]):
         with self._cond:
             return len(self._steps)
 
+    def _gather(self) -> None:
+        """Under the lock: give the decoders that stepped in the last two ticks ``gather_s`` to
+        resubmit, so a tick is not started by the first of them alone (and decoders that fell
+        out of phase come back into one tick)."""
+        if not self._steps or self._jobs:
+            return
+        recent = {key for key, tick in self._seen.items() if tick >= self.ticks - 1}
+        deadline = time.monotonic() + self.gather_s
+        while not self._jobs and not self._closed:
+            if recent <= {id(r.subject) for r in self._steps}:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
     def _take_steps(self) -> list[StepRequest[_S]]:
         with self._cond:
             taken: list[StepRequest[_S]] = []
@@ -130,6 +155,10 @@ class Worker(Generic[_S]):
             return
         self.ticks += 1
         self.stepped += len(requests)
+        for request in requests:
+            self._seen[id(request.subject)] = self.ticks
+        if len(self._seen) > 4 * self.max_batch:
+            self._seen = {k: t for k, t in self._seen.items() if t >= self.ticks - 1}
         self._ticking = True
         try:
             self._run_steps(requests)
@@ -147,6 +176,7 @@ class Worker(Generic[_S]):
             with self._cond:
                 while not self._jobs and not self._steps and not self._closed:
                     self._cond.wait()
+                self._gather()
                 if self._closed:
                     pending = [f for _, f in self._jobs] + [r.future for r in self._steps]
                     self._jobs.clear()

@@ -82,7 +82,7 @@ DEFAULT_MAX_SEQUENCES = 64
 DEFAULT_MAX_KV_BYTES = 4 * 2**30
 """Bytes of keys and values the open generations of one model may hold together."""
 DEFAULT_PREFILL_CHUNK = 256
-"""Tokens per prefill pass; chunk boundaries fall at multiples of it (absolute positions)."""
+"""Tokens per prefill pass of a long feed (a prompt, an interrupt); the others step between."""
 _FORWARD: Final = object()  # a step that needs its pending token fed before it can choose
 
 
@@ -838,9 +838,9 @@ class TransformersDecoder:
     def _forward_logits(self, ids: list[int], keep: int) -> torch.Tensor:
         """Feed ``ids`` onto the cache; return the logits after each of the last ``keep``.
 
-        A long feed runs in chunks whose boundaries fall at multiples of the model's
-        ``prefill_chunk`` (absolute positions, so a context is chunked the same way however many
-        other generations run); the other decoders' steps run between chunks.
+        A feed longer than the model's ``prefill_chunk`` runs in chunks of that many tokens from
+        its start (so a context is chunked the same way however many other generations run; a
+        short feed is one pass); the other decoders' steps run between chunks.
         """
         self._check_room(len(ids))
         cache = self._cache
@@ -863,9 +863,7 @@ class TransformersDecoder:
         while at < len(ids):
             if at:
                 owner._worker.service()  # the others' steps, between two chunks
-            size = len(ids) - at
-            if chunk:
-                size = min(size, chunk - len(self._ids) % chunk)
+            size = len(ids) - at if not chunk else min(chunk, len(ids) - at)
             part = ids[at : at + size]
             left = len(ids) - at - size  # ids after this chunk
             want = max(0, keep - left)
