@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import inspect
 import os
@@ -543,16 +544,7 @@ class TransformersModel:
         if batch:
             self._forward_batch(batch, lean)
         for request, began in alone:
-            decoder = request.subject
-            try:
-                decoder._feed_pending()
-                result = decoder._step_end()
-            except BaseException as exc:
-                request.future.set_exception(exc)
-            else:
-                request.future.set_result(result)
-            finally:
-                decoder.decode_s_total += time.perf_counter() - began
+            _finish_step(request, began, request.subject._feed_pending)
 
     def _forward_batch(
         self,
@@ -587,15 +579,7 @@ class TransformersModel:
                 raise
             return
         for row, ((request, began), decoder) in enumerate(zip(ready, decoders, strict=True)):
-            try:
-                decoder._fed_one(logits[row])
-                result = decoder._step_end()
-            except BaseException as exc:
-                request.future.set_exception(exc)
-            else:
-                request.future.set_result(result)
-            finally:
-                decoder.decode_s_total += time.perf_counter() - began
+            _finish_step(request, began, functools.partial(decoder._fed_one, logits[row]))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1115,6 +1099,22 @@ def cache_argument(model: Any) -> str:
     ``past_key_values`` before), so no deprecation warning reaches users."""
     parameters = inspect.signature(model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _finish_step(
+    request: StepRequest[TransformersDecoder], began: float, feed: Callable[[], None]
+) -> None:
+    """Feed a step's pending token (``feed``), choose the next one, resolve the request."""
+    decoder = request.subject
+    try:
+        feed()
+        result = decoder._step_end()
+    except BaseException as exc:
+        request.future.set_exception(exc)
+    else:
+        request.future.set_result(result)
+    finally:
+        decoder.decode_s_total += time.perf_counter() - began
 
 
 def _kv_token_bytes(config: Any, dtype: torch.dtype) -> int:
