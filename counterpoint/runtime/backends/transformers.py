@@ -98,7 +98,11 @@ class TransformersModel:
     :data:`DEFAULT_PREFIX_CACHE_BYTES`; pass your own, or ``False``): the token prefix a prompt
     shares with earlier prompts on this model (instructions, the protocol text, the tool list) is
     served from it exactly, so a run pays only for what is new. Keys of a prefix start at position
-    0, so reused KV is the KV a full prefill computes.
+    0, so reused KV is the KV a full prefill computes. A prompt is prefilled in chunks of
+    ``prefill_chunk`` tokens at fixed positions (0, 256, 512, ...) and reused only up to one of
+    them, so every prompt runs the same passes on the same inputs whatever the cache held: its
+    output does not depend on which runs came before it, or how many run at once (in bf16 a pass
+    over other chunk sizes rounds differently, and greedy choices can flip).
 
     Call blocks are grammar-constrained by default when a generation has tools
     (``constrained=True``; :mod:`~counterpoint.runtime.backends._constrain`): once the model has
@@ -151,7 +155,9 @@ class TransformersModel:
         """Step the decoders that want a token in the same tick in one forward pass (where a
         batch's rows are bit for bit each row's own: bf16 lean steps; else one by one)."""
         self.prefill_chunk = DEFAULT_PREFILL_CHUNK
-        """Tokens per prefill pass; between chunks, the other decoders' steps run."""
+        """Tokens per prefill pass; between chunks, the other decoders' steps run. Prompts are
+        chunked at its multiples and served from the prefix cache up to one of them (``0``: one
+        pass per prompt, and any prefix reused, whose output may then vary with the cache)."""
         self._live: weakref.WeakSet[TransformersDecoder] = weakref.WeakSet()
         self._live_lock = threading.Lock()
         self._kv_token_bytes = _kv_token_bytes(config, model.dtype)
@@ -499,6 +505,13 @@ class TransformersModel:
         self._check_open()
         result: Token | None = await self._worker.step(decoder)
         return result
+
+    def _chunk_floor(self, length: int) -> int:
+        """The longest prompt prefix of at most ``length`` tokens that ends on a chunk boundary
+        (where a prefill of the whole prompt would also have cut): what the prefix cache may
+        serve. ``length`` itself when prompts are not chunked."""
+        chunk = self.prefill_chunk
+        return length - length % chunk if chunk else length
 
     @property
     def batch_stats(self) -> tuple[int, int]:
@@ -885,12 +898,14 @@ class TransformersDecoder:
         if self._constraint is not None:
             self._constraint.prepare()
         prefix = owner._prefix if text is not None else None  # start_tokens callers bring theirs
+        usable = len(ids) - 1  # at least the last id is fed: its logits start the generation
         if prefix is not None and cache is None:
             match = prefix.match(ids[:-1])
-            if match.length and match.kv is not None:
+            usable = owner._chunk_floor(match.length)
+            if usable and match.kv is not None:
                 cache = match.kv.to_cache(owner._model.config)
         if cache is not None:
-            reused = min(cache.get_seq_length(), len(ids) - 1)
+            reused = min(cache.get_seq_length(), usable)
             _truncate(cache, reused)
             self._cache = cache
             self._ids = ids[:reused]
@@ -906,9 +921,10 @@ class TransformersDecoder:
             from counterpoint.runtime.kv._kv import KVBlock  # see TransformersModel.__init__
 
             known = prefix.match_length(ids)
-            if known < len(ids):
-                block = KVBlock.from_cache(self._cache, known, len(ids))
-                prefix.insert(ids, block, start=known)
+            end = owner._chunk_floor(len(ids))  # past it, no prompt can reuse it
+            if known < end:
+                block = KVBlock.from_cache(self._cache, known, end)
+                prefix.insert(ids[:end], block, start=known)
         self._detok.reseed(ids)
         if text is None:
             text = owner._tokenizer.decode(ids[-16:], skip_special_tokens=False)

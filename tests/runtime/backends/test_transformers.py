@@ -528,29 +528,41 @@ async def test_inject_writes_neutralised_interrupts(model: TransformersModel) ->
 
 @pytest.mark.model
 async def test_the_prefix_cache_serves_a_shared_prompt_exactly() -> None:
-    """Two runs sharing a system prompt: the second reuses its KV and decodes the same tokens as a
-    model without a prefix cache.
+    """Runs sharing a system prompt: later ones reuse its KV up to a chunk boundary, and every run
+    decodes bit for bit what it decodes on a model without a prefix cache, whatever ran before.
 
-    In fp32: in bf16 (``dtype="auto"`` on a CPU with native bf16) the suffix prefilled after the
-    reused KV rounds differently from one whole prefill, and the 135M model's greedy answer can
-    flip (seen on an AMX CPU: "Il capo di Italy..." against "The capital of Italy is Rome.").
+    In the model's own dtype (bf16 here): a prompt is prefilled in chunks at fixed positions and
+    reused only up to one, so the same passes run on the same inputs with or without the cache.
+    Reusing any matched length instead (a shared prefix of ~330 tokens) would prefill the rest
+    as another chunk and round differently (in bf16 the logits move by up to 0.5).
     """
-    model = TransformersModel.load(dtype="float32", prefix_cache=False)
-    plain = model
-    system = Message(role="system", content="You are a geography tutor. " * 20)
-    first = [system, Message(role="user", content="What is the capital of France?")]
-    second = [system, Message(role="user", content="What is the capital of Italy?")]
-    cached = TransformersModel(model.hf_model, model.tokenizer)
+    plain = TransformersModel.load(adapter="none", prefix_cache=False)
+    system = Message(role="system", content="You are a geography tutor. " * 50)
+    questions = ("France", "Italy", "Spain")
+    prompts = [
+        [system, Message(role="user", content=f"What is the capital of {country}?")]
+        for country in questions
+    ]
+    cached = TransformersModel(plain.hf_model, plain.tokenizer)
     try:
-        params = SamplingParams(max_tokens=12)
-        await generate(await cached.start(first, params))
-        reused = await cached.start(second, params)
-        assert reused.reused_tokens > 100  # the system prompt and template, not the question
-        assert cached.prefix_cache is not None and cached.prefix_cache.hits == 1
-        ids = await _tokens(reused, 12)
-        fresh = await plain.start(second, params)
-        assert fresh.reused_tokens == 0
-        assert [t.id for t in ids] == [t.id for t in await _tokens(fresh, 12)]
+        chunk = cached.prefill_chunk
+        shared = len(plain.encode(plain.render_for([system]).text, special_tokens=True))
+        assert shared > chunk + 32  # reuse stops at the boundary, not at the shared length
+        params = SamplingParams(max_tokens=8)
+        for order in (prompts, prompts[::-1]):  # each prompt after other predecessors
+            for messages in order:
+                decoder = await cached.start(messages, params)
+                if decoder.reused_tokens:
+                    assert decoder.reused_tokens % chunk == 0
+                    assert decoder.reused_tokens == shared - shared % chunk
+                logits = decoder.last_logits
+                assert logits is not None
+                mine = [t.id for t in await _tokens(decoder, 8)]
+                fresh = await plain.start(messages, params)
+                assert fresh.reused_tokens == 0
+                assert fresh.last_logits is not None and torch.equal(logits, fresh.last_logits)
+                assert mine == [t.id for t in await _tokens(fresh, 8)]
+        assert cached.prefix_cache is not None and cached.prefix_cache.hits == 5
     finally:
         plain.close()
         cached.close()
