@@ -85,6 +85,7 @@ def _train(
     warmup: int,
     skip_long: bool,
     checkpointing: bool = False,
+    init: str | None = None,
 ) -> None:
     from rich.progress import (
         BarColumn,
@@ -127,7 +128,7 @@ def _train(
         from counterpoint.runtime.backends.transformers import TransformersModel
 
         _console.print("loading the base model (float32); the bar shows after the first step")
-        return TransformersModel.load(dtype="float32")
+        return TransformersModel.load(dtype="float32", adapter="none")  # adapters are deltas on it
 
     progress = Progress(
         TextColumn("training"),
@@ -162,11 +163,14 @@ def _train(
     flags += ["--max-len", str(max_len), "--seed", str(seed), "--warmup", str(warmup)]
     flags += ["--skip-long"] if skip_long else []
     flags += ["--gradient-checkpointing"] if checkpointing else []
+    flags += ["--init", init] if init is not None else []
     command = shlex.join(["counterpoint", "finetune", "train", *flags])
     if generated is not None:
         command = generated + " && " + command
     try:
-        result = train(data, config, out, base=load_base, on_step=on_step, command=command)
+        result = train(
+            data, config, out, base=load_base, on_step=on_step, command=command, init=init
+        )
     finally:
         progress.stop()
     recipe = result.recipe_data
@@ -220,6 +224,14 @@ def _train_options(
             "--gradient-checkpointing", help="Recompute activations: less RAM, slower steps."
         ),
     ] = False,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Continue training this adapter folder ('default': the shipped one); its "
+            "rank, alpha and target modules win over --rank and --alpha.",
+        ),
+    ] = None,
 ) -> None:
     """Train a LoRA adapter on CPU (generating the data unless --data is given)."""
     _train(
@@ -240,6 +252,7 @@ def _train_options(
         warmup=warmup,
         skip_long=skip_long,
         checkpointing=checkpointing,
+        init=init,
     )
 
 

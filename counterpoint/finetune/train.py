@@ -27,7 +27,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -464,7 +464,10 @@ def _base_objects(base: Any) -> tuple[Any, Any, str]:
     if base is None:
         from counterpoint.runtime.backends.transformers import TransformersModel
 
-        base = TransformersModel.load(dtype="float32")
+        # The raw weights: an adapter is a delta on the model it is loaded onto (--adapter DIR
+        # loads the raw model), so it must be trained on that model, not on one with the shipped
+        # adapter merged in. Continued training starts from an adapter: ``init``.
+        base = TransformersModel.load(dtype="float32", adapter="none")
     if isinstance(base, tuple):
         hf_model, tokenizer = base
         name = str(getattr(getattr(hf_model, "config", None), "_name_or_path", "") or "model")
@@ -478,6 +481,80 @@ def _base_objects(base: Any) -> tuple[Any, Any, str]:
             "(TransformersModel.load(dtype='float32')); bf16 is slow and unstable on CPU"
         )
     return hf_model, tokenizer, name
+
+
+@dataclass(frozen=True)
+class _Init:
+    """An adapter that training continues from."""
+
+    folder: Path
+    rank: int
+    alpha: int
+    target_modules: tuple[str, ...]
+    record: dict[str, Any]
+
+
+def _init_adapter(init: str | os.PathLike[str]) -> _Init:
+    """Check the adapter training starts from; its LoRA shape and what the recipe records."""
+    from counterpoint.runtime.backends._adapter import (
+        ADAPTER_CONFIG,
+        ADAPTER_WEIGHTS,
+        check_adapter,
+        resolve_adapter,
+    )
+
+    where = resolve_adapter(init, embedded=True)
+    if where is None:
+        raise ConfigError(
+            f"--init {init!r} names no adapter: give an adapter folder, or 'default' for the "
+            "shipped one (leave --init out to train a fresh adapter)"
+        )
+    folder = check_adapter(where)
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    targets = config.get("target_modules") or ()
+    if isinstance(targets, str):
+        targets = (targets,)
+    rank = int(config.get("r", 0))
+    if rank < 1 or not targets:
+        raise ConfigError(
+            f"adapter {folder}: {ADAPTER_CONFIG} gives no LoRA rank or target modules; train a "
+            "fresh adapter instead (leave --init out)"
+        )
+    record: dict[str, Any] = {
+        "path": str(folder),
+        "sha256": _sha256_file(folder / ADAPTER_WEIGHTS),
+    }
+    recipe = folder / RECIPE_FILE
+    if recipe.is_file():
+        try:
+            earlier = json.loads(recipe.read_text(encoding="utf-8"))
+        except ValueError:
+            earlier = None
+        if isinstance(earlier, dict):  # how the starting point itself was made
+            keys = ("data_command", "command", "seed", "steps", "wall_s")
+            record["recipe"] = {k: earlier[k] for k in keys if k in earlier}
+            record["recipe"]["data_sha256"] = (earlier.get("data") or {}).get("sha256")
+    return _Init(
+        folder=folder,
+        rank=rank,
+        alpha=int(config.get("lora_alpha", 2 * rank)),
+        target_modules=tuple(sorted(str(t) for t in targets)),
+        record=record,
+    )
+
+
+def _load_trainable(hf_model: Any, folder: Path) -> Any:
+    """``hf_model`` with the LoRA adapter at ``folder`` on top, its weights trainable."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(hf_model, str(folder), is_trainable=True)
+    except Exception as exc:  # a shape or module mismatch: the adapter is for another model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"adapter {folder} does not fit the base model ({type(exc).__name__}: "
+            f"{first[:200]}): continue from an adapter trained on this model, or leave --init out"
+        ) from None
 
 
 def _encode_all(
@@ -516,6 +593,7 @@ def train(
     on_step: Callable[[StepLog], None] | None = None,
     command: str | None = None,
     extra: dict[str, Any] | None = None,
+    init: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``data`` and write it with its recipe and loss curve to ``out_dir``.
 
@@ -528,10 +606,23 @@ def train(
     is left as it was (the LoRA layers are removed after training). ``on_step`` is called after
     every optimizer step. ``command`` is recorded in the recipe (the CLI passes its own line);
     ``extra`` adds keys to it.
+
+    ``init`` continues training from an adapter folder (``"default"``: the shipped one) instead
+    of a fresh LoRA: its rank, alpha and target modules replace the config's, and the adapter
+    written is again a whole delta on the base model. ``base`` must be the model that adapter
+    was trained on (the raw one, as ``None`` loads it).
     """
     config = config or TrainConfig()
     config.validate()
     started = time.perf_counter()
+    start_from = _init_adapter(init) if init is not None else None
+    if start_from is not None:
+        config = replace(
+            config,
+            rank=start_from.rank,
+            alpha=start_from.alpha,
+            target_modules=start_from.target_modules,
+        )
     loaded = _load_data(data)
     if not loaded.records:
         raise ConfigError(
@@ -575,7 +666,10 @@ def train(
     frozen = {name for name, p in hf_model.named_parameters() if not p.requires_grad}
     with warnings.catch_warnings():  # transformers' own deprecation notice, inside peft
         warnings.filterwarnings("ignore", category=FutureWarning)
-        model: Any = get_peft_model(hf_model, lora)
+        if start_from is None:
+            model: Any = get_peft_model(hf_model, lora)
+        else:
+            model = _load_trainable(hf_model, start_from.folder)
     try:
         return _run(
             model,
@@ -593,7 +687,10 @@ def train(
                 "skipped": skipped,
                 "longest": longest,
                 "n_params": n_params,
-                "extra": extra or {},
+                "extra": {
+                    **({"init_adapter": start_from.record} if start_from is not None else {}),
+                    **(extra or {}),
+                },
             },
         )
     finally:

@@ -110,6 +110,53 @@ def test_a_tiny_adapter_trains_saves_and_changes_the_model(base: Any, tmp_path: 
         resolve_model("openai:m", base_url="http://127.0.0.1:9/v1", adapter=str(out))
 
 
+def _lora_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.model
+def test_training_continues_from_an_adapter(base: Any, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    config = TrainConfig(rank=2, alpha=4, dropout=0.0, lr=3e-3, max_steps=2, batch_size=2,
+                         max_len=128, seed=1, schedule="constant")  # fmt: skip
+    start = train(_records()[:2], config, first, base=base)
+    # another rank asked for: the adapter's own shape wins; a learning rate too small to move it
+    again = TrainConfig(rank=4, alpha=8, dropout=0.0, lr=1e-12, max_steps=1, batch_size=2,
+                        max_len=128, seed=1, schedule="constant")  # fmt: skip
+    second = tmp_path / "second"
+    result = train(_records()[:2], again, second, base=base, init=first)
+
+    # it starts where the first run ended: its loss is the first run's, not a fresh LoRA's
+    assert result.losses[0] < start.losses[0]
+    before, after = _lora_tensors(first), _lora_tensors(second)
+    assert before.keys() == after.keys()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert any(bool(before[k].abs().sum() > 0) for k in before if "lora_B" in k)
+    recipe = json.loads((second / "recipe.json").read_text(encoding="utf-8"))
+    assert recipe["config"]["rank"] == 2 and recipe["config"]["alpha"] == 4
+    assert recipe["init_adapter"]["path"] == str(first)
+    assert len(recipe["init_adapter"]["sha256"]) == 64
+    assert not any("lora" in name for name, _ in base.hf_model.named_modules())
+
+    with pytest.raises(ConfigError, match=r"adapter .*missing: not found.*--adapter none"):
+        train(_records()[:2], again, tmp_path / "x", base=base, init=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="names no adapter"):
+        train(_records()[:2], again, tmp_path / "x", base=base, init="none")
+
+
+@pytest.mark.model
+def test_training_starts_from_the_raw_model() -> None:
+    """An adapter is a delta on the model ``--adapter DIR`` loads it onto: the raw one. Training
+    on a model with the shipped adapter merged would write a delta that only makes sense on top of
+    it (and loads wrongly without it)."""
+    hf_model, _, name = train_module._base_objects(None)
+    assert name == "SmolLM2-135M-Instruct"
+    assert not name.endswith("+cml")
+    assert hf_model.dtype == torch.float32
+
+
 @pytest.mark.model
 def test_max_len_too_small_for_the_samples(base: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"longer than max_len=16 .*--max-len"):
