@@ -81,11 +81,15 @@ TOKEN_TIME_RANGE_S = (0.005, 0.030)
 LATENCY_FACTOR = 3.0
 """A tool's shown latency is its library latency times a factor in [1/3, 3], per sample."""
 EXEC_JITTER = (0.8, 1.25)
+"""A call's simulated run time is its shown latency times a factor in this range."""
 BLOCKING_SHARE = 0.35
 """Share of call traces whose results come back the moment each block closes: what the model
 sees in ``sync`` mode (the session runs each call before the model goes on) and with tools
 faster than a token. The model learns to read a result already there, not only to wait for one."""
-"""A call's simulated run time is its shown latency times a factor in this range."""
+NEAR_MISS_SHARE = 0.5
+"""Share of ``no_call`` and ``partial`` samples that offer one or two functions of the missed
+request's own domain (a weather function when the forecast asked for is one no function gives):
+the model learns that a function on the right topic is not yet one that does what was asked."""
 MAX_TOOLS = 8
 
 
@@ -152,6 +156,12 @@ class Sample:
     result right after its call block (see :data:`BLOCKING_SHARE`)."""
     tool_specs: tuple[ToolSpec, ...] = field(default=(), repr=False, compare=False)
     """The offered tools' specs with this sample's latencies (what :meth:`specs` returns)."""
+    missed: str | None = None
+    """In ``no_call`` and ``partial`` samples: the function the question asks for that is not
+    offered (only its request is in the question)."""
+    near_miss: bool = False
+    """Whether functions of the missed one's own domain are offered (see
+    :data:`NEAR_MISS_SHARE`)."""
 
     @property
     def transcript(self) -> str:
@@ -182,6 +192,8 @@ class Sample:
             "kind": self.kind,
             "shape": self.shape,
             "schedule": self.schedule,
+            "missed": self.missed,
+            "near_miss": self.near_miss,
             "messages": [*self.messages(), {"role": "assistant", "content": self.transcript}],
             "segments": [{"text": s.text, "train": s.train} for s in self.segments],
             "tools": list(self.tools),
@@ -664,7 +676,7 @@ _SHAPES: tuple[tuple[str, float], ...] = (
     ("fanout", 0.06),
     ("mix", 0.14),
     ("partial", 0.09),
-    ("no_call", 0.08),
+    ("no_call", 0.13),
     ("chat", 0.03),
 )
 
@@ -771,11 +783,15 @@ def generate_sample(
     elif shape == "partial":
         for e in _singles(rng, pool, rng.randint(1, 2)):
             _add_single(q, rng, e)
+    near: list[str] = []  # offered functions of the missed request's own domain
     if shape in ("partial", "no_call"):
         used = {n.entry.domain for n in q.nodes}
         others = [e for e in catalog.outside if e.domain not in used and e.asks]
         miss = rng.choice(others)
         uncovered.append(miss)
+        if rng.random() < NEAR_MISS_SHARE:
+            siblings = [e.name for e in pool if e.domain == miss.domain and e.name != miss.name]
+            near = rng.sample(siblings, min(len(siblings), rng.randint(1, 2)))
         miss_node = _node(rng, miss)
         where = rng.randint(0, len(q.sentences))
         q.sentences.insert(where, _capitalise(_fill(miss_node.template.text, miss_node.args)))
@@ -786,7 +802,7 @@ def generate_sample(
 
     needed = list(dict.fromkeys(n.entry.name for n in q.nodes))
     avoid = {e.domain for e in uncovered}
-    tools = [*needed, *_distractors(rng, catalog, needed, avoid)]
+    tools = [*needed, *near, *_distractors(rng, catalog, needed, avoid)][:MAX_TOOLS]
     if not tools or (shape in ("no_call", "chat") and len(tools) < 2):
         far = [e.name for e in pool if e.domain not in avoid and e.name not in tools]
         tools.extend(rng.sample(far, min(len(far), rng.randint(2, 5))))
@@ -863,6 +879,8 @@ def generate_sample(
         user_interrupt_s=user_message.at_s if user_message else None,
         schedule="blocking" if blocking else "async",
         tool_specs=specs,
+        missed=uncovered[0].name if uncovered else None,
+        near_miss=bool(near),
     )
 
 

@@ -213,6 +213,22 @@ def test_sample_kinds_and_shapes(train_samples: list[Sample]) -> None:
     assert {len(s.calls) for s in train_samples if s.shape == "chain"} >= {2, 3}
 
 
+def test_near_misses_offer_the_missed_requests_own_domain(train_samples: list[Sample]) -> None:
+    """Some abstentions offer functions on the right topic that do something else: the answer
+    still says none fits, and the function asked for is never offered."""
+    missing = [s for s in train_samples if s.kind in ("no_call", "partial")]
+    assert all(s.missed is not None and s.missed not in s.tools for s in missing)
+    near = [s for s in missing if s.near_miss]
+    assert 0.3 <= len(near) / len(missing) <= 0.7  # NEAR_MISS_SHARE is 0.5
+    for s in near:
+        assert s.missed is not None
+        domain = library.entry(s.missed).domain
+        assert any(library.entry(t).domain == domain for t in s.tools)
+        if s.kind == "no_call":
+            assert not s.calls and "[CALL]" not in s.transcript
+    assert not any(s.near_miss or s.missed for s in train_samples if s.kind in ("calls", "chat"))
+
+
 def test_variety(train_samples: list[Sample]) -> None:
     asked = [s for s in train_samples if s.kind != "chat"]
     questions = {s.user for s in asked}
