@@ -710,7 +710,7 @@ def _distractors(
 ) -> list[str]:
     pool = catalog.entries
     room = max(0, MAX_TOOLS - len(needed))
-    k = min(room, rng.randint(1, 4))
+    k = min(room, rng.randint(0, 4))  # none: the agent has only the tools it needs (often one)
     domains = {catalog.entry(n).domain for n in needed}
     near = [e.name for e in pool if e.domain in domains and e.name not in needed]
     far = [e.name for e in pool if e.domain not in domains and e.domain not in avoid]
@@ -803,9 +803,9 @@ def generate_sample(
     needed = list(dict.fromkeys(n.entry.name for n in q.nodes))
     avoid = {e.domain for e in uncovered}
     tools = [*needed, *near, *_distractors(rng, catalog, needed, avoid)][:MAX_TOOLS]
-    if not tools or (shape in ("no_call", "chat") and len(tools) < 2):
+    if not tools:  # an abstention or a chat still has tools to decline (one, or several)
         far = [e.name for e in pool if e.domain not in avoid and e.name not in tools]
-        tools.extend(rng.sample(far, min(len(far), rng.randint(2, 5))))
+        tools.extend(rng.sample(far, min(len(far), rng.randint(1, 5))))
     rng.shuffle(tools)
     latencies = {}
     for name in tools:
