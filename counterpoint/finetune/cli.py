@@ -158,7 +158,9 @@ def _train(
     flags = ["--out", str(out), "--data", str(data), "--epochs", str(epochs)]
     if max_steps is not None:
         flags += ["--max-steps", str(max_steps)]
-    flags += ["--rank", str(rank), "--alpha", str(config.alpha), "--lr", str(lr)]
+    if init is None:  # continued training takes the adapter's own shape
+        flags += ["--rank", str(rank), "--alpha", str(config.alpha)]
+    flags += ["--lr", str(lr)]
     flags += ["--batch-size", str(batch_size), "--grad-accum", str(grad_accum)]
     flags += ["--max-len", str(max_len), "--seed", str(seed), "--warmup", str(warmup)]
     flags += ["--skip-long"] if skip_long else []

@@ -534,6 +534,8 @@ def _init_adapter(init: str | os.PathLike[str]) -> _Init:
             keys = ("data_command", "command", "seed", "steps", "wall_s")
             record["recipe"] = {k: earlier[k] for k in keys if k in earlier}
             record["recipe"]["data_sha256"] = (earlier.get("data") or {}).get("sha256")
+            if "init_adapter" in earlier:  # and where that one started: the whole lineage
+                record["recipe"]["init_adapter"] = earlier["init_adapter"]
     return _Init(
         folder=folder,
         rank=rank,
