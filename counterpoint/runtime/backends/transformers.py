@@ -83,6 +83,8 @@ DEFAULT_MAX_SEQUENCES = 64
 DEFAULT_MAX_KV_BYTES = 4 * 2**30
 """Bytes of keys and values the open generations of one model may hold together."""
 DEFAULT_PREFILL_CHUNK = 256
+_MESSAGE_CUT_MIN = 32
+"""A prompt is also cut at a chat message's edge, unless the piece before would be shorter."""
 """Tokens per prefill pass of a long feed (a prompt, an interrupt); the others step between."""
 _FORWARD: Final = object()  # a step that needs its pending token fed before it can choose
 
@@ -98,11 +100,14 @@ class TransformersModel:
     :data:`DEFAULT_PREFIX_CACHE_BYTES`; pass your own, or ``False``): the token prefix a prompt
     shares with earlier prompts on this model (instructions, the protocol text, the tool list) is
     served from it exactly, so a run pays only for what is new. Keys of a prefix start at position
-    0, so reused KV is the KV a full prefill computes. A prompt is prefilled in chunks of
-    ``prefill_chunk`` tokens at fixed positions (0, 256, 512, ...) and reused only up to one of
-    them, so every prompt runs the same passes on the same inputs whatever the cache held: its
-    output does not depend on which runs came before it, or how many run at once (in bf16 a pass
-    over other chunk sizes rounds differently, and greedy choices can flip).
+    0, so reused KV is the KV a full prefill computes. A prompt is prefilled in pieces cut at fixed
+    places: every multiple of ``prefill_chunk`` (0, 256, 512, ...) and the edges of chat messages
+    (right after a special token of the template, at least 32 tokens after the cut before), and it
+    is reused only up to one of them, so every prompt runs the same passes on the same inputs
+    whatever the cache held: its output does not depend on which runs came before it, or how many
+    run at once (in bf16 a pass over other chunk sizes rounds differently, and greedy choices can
+    flip). Where a cut falls depends only on the tokens before it, so a second run of an agent
+    reuses its whole system message, and a conversation's next turn every earlier message.
 
     Call blocks are grammar-constrained by default when a generation has tools
     (``constrained=True``; :mod:`~counterpoint.runtime.backends._constrain`): once the model has
@@ -171,6 +176,10 @@ class TransformersModel:
         self._tables_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._specials = tuple(getattr(tokenizer, "all_special_tokens", ()) or ())
+        special_ids = getattr(tokenizer, "all_special_ids", ()) or ()
+        self._marker_ids = frozenset(int(i) for i in special_ids)
+        """The template's special tokens (where chat messages start and end): a prompt is cut
+        right after each of them."""
         self._cache_arg = cache_argument(model)
         self.constrained = constrained
         """Constrain call blocks to the tools' grammar (when a generation has tools)."""
@@ -506,12 +515,35 @@ class TransformersModel:
         result: Token | None = await self._worker.step(decoder)
         return result
 
-    def _chunk_floor(self, length: int) -> int:
-        """The longest prompt prefix of at most ``length`` tokens that ends on a chunk boundary
-        (where a prefill of the whole prompt would also have cut): what the prefix cache may
-        serve. ``length`` itself when prompts are not chunked."""
+    def _cuts(self, ids: Sequence[int]) -> list[int]:
+        """Where a prefill of the prompt ``ids`` cuts, ascending, in ``(0, len(ids)]``: every
+        multiple of ``prefill_chunk``, and right after every special token of the template (the
+        end of a message, the start of one) at least :data:`_MESSAGE_CUT_MIN` tokens after the
+        cut before it. Whether a cut falls at ``p`` depends only on ``ids[:p]``, so prompts
+        sharing a prefix cut it alike. None when prompts are not chunked."""
         chunk = self.prefill_chunk
-        return length - length % chunk if chunk else length
+        if not chunk:
+            return []
+        markers = self._marker_ids
+        cuts: list[int] = []
+        last, grid = 0, chunk
+        for p in range(1, len(ids)):
+            if p == grid or (ids[p - 1] in markers and p - last >= _MESSAGE_CUT_MIN):
+                cuts.append(p)
+                last = p
+                if p == grid:
+                    grid += chunk
+        if len(ids) == grid or (ids and ids[-1] in markers and len(ids) - last >= _MESSAGE_CUT_MIN):
+            cuts.append(len(ids))
+        return cuts
+
+    def _reusable(self, cuts: Sequence[int], matched: int) -> int:
+        """The longest prefix of a prompt cut at ``cuts`` that the prefix cache may serve when it
+        holds its first ``matched`` tokens: up to the last cut within them (the prompts that
+        filled the cache cut there too)."""
+        if not self.prefill_chunk:
+            return matched
+        return max((cut for cut in cuts if cut <= matched), default=0)
 
     @property
     def batch_stats(self) -> tuple[int, int]:
@@ -832,12 +864,13 @@ class TransformersDecoder:
                 "generations, shorten this one, or raise max_kv_bytes"
             )
 
-    def _forward_logits(self, ids: list[int], keep: int) -> torch.Tensor:
+    def _forward_logits(self, ids: list[int], keep: int, cuts: Sequence[int] = ()) -> torch.Tensor:
         """Feed ``ids`` onto the cache; return the logits after each of the last ``keep``.
 
         A feed longer than the model's ``prefill_chunk`` runs in chunks of that many tokens from
         its start (so a context is chunked the same way however many other generations run; a
-        short feed is one pass); the other decoders' steps run between chunks.
+        short feed is one pass); the other decoders' steps run between chunks. A pass also ends
+        at each of ``cuts`` (positions in the context, ascending; a prompt's).
         """
         self._check_room(len(ids))
         cache = self._cache
@@ -857,10 +890,16 @@ class TransformersDecoder:
         chunk = owner.prefill_chunk
         pieces: list[torch.Tensor] = []
         at = 0
+        base = len(self._ids)
+        ahead = deque(c - base for c in cuts if c > base)
         while at < len(ids):
             if at:
                 owner._worker.service()  # the others' steps, between two chunks
             size = len(ids) - at if not chunk else min(chunk, len(ids) - at)
+            while ahead and ahead[0] <= at:
+                ahead.popleft()
+            if ahead:
+                size = min(size, ahead[0] - at)
             part = ids[at : at + size]
             left = len(ids) - at - size  # ids after this chunk
             want = max(0, keep - left)
@@ -898,10 +937,12 @@ class TransformersDecoder:
         if self._constraint is not None:
             self._constraint.prepare()
         prefix = owner._prefix if text is not None else None  # start_tokens callers bring theirs
+        cuts = owner._cuts(ids) if text is not None else []
         usable = len(ids) - 1  # at least the last id is fed: its logits start the generation
         if prefix is not None and cache is None:
-            match = prefix.match(ids[:-1])
-            usable = owner._chunk_floor(match.length)
+            keys = _piece_keys(ids, cuts)
+            match = prefix.match(keys[:-1])
+            usable = owner._reusable(cuts, match.length)
             if usable and match.kv is not None:
                 cache = match.kv.to_cache(owner._model.config)
         if cache is not None:
@@ -912,7 +953,7 @@ class TransformersDecoder:
             self.reused_tokens = reused
         fresh = ids[len(self._ids) :]
         began = time.perf_counter()
-        self._logits = self._forward(fresh)
+        self._logits = self._forward_logits(fresh, 1, cuts)[-1]
         ended = time.perf_counter()
         self._note_prefill(len(fresh), ended - began)
         self.ttft_s = ended - self._started
@@ -920,11 +961,12 @@ class TransformersDecoder:
         if prefix is not None and self._cache is not None:
             from counterpoint.runtime.kv._kv import KVBlock  # see TransformersModel.__init__
 
-            known = prefix.match_length(ids)
-            end = owner._chunk_floor(len(ids))  # past it, no prompt can reuse it
+            keys = _piece_keys(ids, cuts)
+            known = prefix.match_length(keys)
+            end = cuts[-1] if cuts else (0 if owner.prefill_chunk else len(ids))  # past it, none
             if known < end:
                 block = KVBlock.from_cache(self._cache, known, end)
-                prefix.insert(ids[:end], block, start=known)
+                prefix.insert(keys[:end], block, start=known)
         self._detok.reseed(ids)
         if text is None:
             text = owner._tokenizer.decode(ids[-16:], skip_special_tokens=False)
@@ -1143,6 +1185,23 @@ def _kv_token_bytes(config: Any, dtype: torch.dtype) -> int:
         head_dim = int(getattr(config, "hidden_size", heads)) // heads
     size = torch.empty((), dtype=dtype).element_size()
     return max(1, 2 * layers * kv_heads * head_dim * size)
+
+
+def _piece_keys(ids: Sequence[int], cuts: Sequence[int]) -> list[int]:
+    """The prefix cache's keys of a prompt cut at ``cuts``: one per token, a hash of the whole
+    piece the token is in and its place in it. In bf16 a pass's rows depend on every token of the
+    pass, so two prompts share cached rows only as far as they share whole pieces: they part at
+    the start of the first piece that differs anywhere, never inside one (no cut: the ids)."""
+    if not cuts:
+        return list(ids)
+    keys: list[int] = []
+    start = 0
+    for end in (*cuts, len(ids)):
+        if end > start:
+            piece = hash(tuple(ids[start:end]))
+            keys.extend(hash((piece, i)) for i in range(end - start))
+            start = end
+    return keys
 
 
 def _mib(n: int) -> str:

@@ -528,11 +528,13 @@ async def test_inject_writes_neutralised_interrupts(model: TransformersModel) ->
 
 @pytest.mark.model
 async def test_the_prefix_cache_serves_a_shared_prompt_exactly() -> None:
-    """Runs sharing a system prompt: later ones reuse its KV up to a chunk boundary, and every run
-    decodes bit for bit what it decodes on a model without a prefix cache, whatever ran before.
+    """Runs sharing a system prompt: later ones reuse its whole KV (the prompt is cut after its
+    end marker), and every run decodes bit for bit what it decodes on a model without a
+    prefix cache, whatever ran before.
 
-    In the model's own dtype (bf16 here): a prompt is prefilled in chunks at fixed positions and
-    reused only up to one, so the same passes run on the same inputs with or without the cache.
+    In the model's own dtype (bf16 here): a prompt is prefilled in pieces cut at fixed places (chunk
+    boundaries, message edges) and reused only up to one, so the same passes run on the same
+    inputs with or without the cache.
     Reusing any matched length instead (a shared prefix of ~330 tokens) would prefill the rest
     as another chunk and round differently (in bf16 the logits move by up to 0.5).
     """
@@ -546,15 +548,16 @@ async def test_the_prefix_cache_serves_a_shared_prompt_exactly() -> None:
     cached = TransformersModel(plain.hf_model, plain.tokenizer)
     try:
         chunk = cached.prefill_chunk
-        shared = len(plain.encode(plain.render_for([system]).text, special_tokens=True))
-        assert shared > chunk + 32  # reuse stops at the boundary, not at the shared length
+        ids = plain.encode(plain.render_for(prompts[0]).text, special_tokens=True)
+        end = plain.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        system_end = ids.index(end) + 1  # the system message, up to its end marker
+        assert system_end > chunk and system_end % chunk  # not on a chunk boundary: a message cut
         params = SamplingParams(max_tokens=8)
         for order in (prompts, prompts[::-1]):  # each prompt after other predecessors
             for messages in order:
                 decoder = await cached.start(messages, params)
-                if decoder.reused_tokens:
-                    assert decoder.reused_tokens % chunk == 0
-                    assert decoder.reused_tokens == shared - shared % chunk
+                if decoder.reused_tokens:  # the whole system message: a cut after its end
+                    assert decoder.reused_tokens == system_end
                 logits = decoder.last_logits
                 assert logits is not None
                 mine = [t.id for t in await _tokens(decoder, 8)]
@@ -563,6 +566,30 @@ async def test_the_prefix_cache_serves_a_shared_prompt_exactly() -> None:
                 assert fresh.last_logits is not None and torch.equal(logits, fresh.last_logits)
                 assert mine == [t.id for t in await _tokens(fresh, 8)]
         assert cached.prefix_cache is not None and cached.prefix_cache.hits == 5
+    finally:
+        plain.close()
+        cached.close()
+
+
+@pytest.mark.model
+async def test_prompts_share_cached_rows_only_as_whole_pieces() -> None:
+    """Two questions that begin alike ("What is ...") part inside a piece of the prompt. The
+    rows they share were computed in passes over different tokens (in bf16 a row depends on
+    every token of its pass), so the second prompt must not reuse the first's rows there, nor
+    add its own under them: run again, it decodes bit for bit what a cache-less model does."""
+    plain = TransformersModel.load(prefix_cache=False)
+    cached = TransformersModel(plain.hf_model, plain.tokenizer)
+    try:
+        first = [Message(role="user", content="What is the capital of France?")]
+        second = [Message(role="user", content="What is two plus two?")]
+        params = SamplingParams(max_tokens=40)
+        for messages in (first, second, second):
+            decoder = await cached.start(messages, params)
+            mine = [t.id for t in await _tokens(decoder, 40)]
+            fresh = await plain.start(messages, params)
+            assert mine == [t.id for t in await _tokens(fresh, 40)]
+        ids = cached.encode(cached.render_for(second).text, special_tokens=True)
+        assert decoder.reused_tokens == cached._cuts(ids)[-1]  # its own whole pieces, the last time
     finally:
         plain.close()
         cached.close()
