@@ -83,9 +83,9 @@ DEFAULT_MAX_SEQUENCES = 64
 DEFAULT_MAX_KV_BYTES = 4 * 2**30
 """Bytes of keys and values the open generations of one model may hold together."""
 DEFAULT_PREFILL_CHUNK = 256
+"""Tokens per prefill pass of a long feed (a prompt, an interrupt); the others step between."""
 _MESSAGE_CUT_MIN = 32
 """A prompt is also cut at a chat message's edge, unless the piece before would be shorter."""
-"""Tokens per prefill pass of a long feed (a prompt, an interrupt); the others step between."""
 _FORWARD: Final = object()  # a step that needs its pending token fed before it can choose
 
 
@@ -938,9 +938,9 @@ class TransformersDecoder:
             self._constraint.prepare()
         prefix = owner._prefix if text is not None else None  # start_tokens callers bring theirs
         cuts = owner._cuts(ids) if text is not None else []
+        keys = _piece_keys(ids, cuts) if prefix is not None and owner.prefill_chunk else ids
         usable = len(ids) - 1  # at least the last id is fed: its logits start the generation
         if prefix is not None and cache is None:
-            keys = _piece_keys(ids, cuts)
             match = prefix.match(keys[:-1])
             usable = owner._reusable(cuts, match.length)
             if usable and match.kv is not None:
@@ -961,7 +961,6 @@ class TransformersDecoder:
         if prefix is not None and self._cache is not None:
             from counterpoint.runtime.kv._kv import KVBlock  # see TransformersModel.__init__
 
-            keys = _piece_keys(ids, cuts)
             known = prefix.match_length(keys)
             end = cuts[-1] if cuts else (0 if owner.prefill_chunk else len(ids))  # past it, none
             if known < end:
@@ -1191,9 +1190,7 @@ def _piece_keys(ids: Sequence[int], cuts: Sequence[int]) -> list[int]:
     """The prefix cache's keys of a prompt cut at ``cuts``: one per token, a hash of the whole
     piece the token is in and its place in it. In bf16 a pass's rows depend on every token of the
     pass, so two prompts share cached rows only as far as they share whole pieces: they part at
-    the start of the first piece that differs anywhere, never inside one (no cut: the ids)."""
-    if not cuts:
-        return list(ids)
+    the start of the first piece that differs anywhere, never inside one."""
     keys: list[int] = []
     start = 0
     for end in (*cuts, len(ids)):
