@@ -426,6 +426,39 @@ def _add_single(q: _Question, rng: random.Random, e: Entry) -> None:
     q.sentences.append(_capitalise(_fill(node.template.text, node.args)))
 
 
+def _listable(value: Any) -> bool:
+    """A value a question can list with others ("Paris, Rome and Oslo")."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _add_enumerated(q: _Question, rng: random.Random, e: Entry, k: int) -> bool:
+    """One sentence asking the same thing of ``k`` values ("the weather in Paris, Rome and
+    Oslo"): ``k`` calls of ``e`` that differ in one argument. False (nothing added) when the
+    template has no argument to list or too few distinct values come up."""
+    first = _node(rng, e)
+    params = [p for p in first.template.placeholders() if _listable(first.args.get(p))]
+    if not params:
+        return False
+    param = rng.choice(params)
+    values = [first.args[param]]
+    others = {render_value(v) for p, v in first.args.items() if p != param}
+    for _ in range(8 * k):
+        if len(values) == k:
+            break
+        value = _draw(rng, e, param)
+        text = render_value(value)
+        if _listable(value) and text not in others | {render_value(v) for v in values}:
+            values.append(value)
+    if len(values) < 2:
+        return False
+    for value in values:
+        node = _Node(e, first.template, {**first.args, param: value}, [], {}, False)
+        _run(node)
+        q.nodes.append(node)
+    q.sentences.append(_capitalise(_fill(first.template.text, {**first.args, param: values})))
+    return True
+
+
 def _add_chain(q: _Question, rng: random.Random, chain: Sequence[Entry], fanout: bool) -> None:
     """A chain A -> B -> C (or, with ``fanout``, A -> B and A -> C)."""
     root = _node(rng, chain[0])
@@ -669,15 +702,16 @@ def _say(node: _Node) -> str:
 # -- samples -------------------------------------------------------------------------------------
 
 _SHAPES: tuple[tuple[str, float], ...] = (
-    ("single", 0.17),
-    ("parallel", 0.21),
-    ("user_interrupt", 0.05),
-    ("chain", 0.17),
-    ("fanout", 0.06),
-    ("mix", 0.14),
-    ("partial", 0.09),
-    ("no_call", 0.13),
-    ("chat", 0.03),
+    ("single", 0.15),
+    ("parallel", 0.15),
+    ("enumerated", 0.12),  # one sentence, several values: one call per value
+    ("user_interrupt", 0.04),
+    ("chain", 0.14),
+    ("fanout", 0.05),
+    ("mix", 0.11),
+    ("partial", 0.08),
+    ("no_call", 0.18),
+    ("chat", 0.04),
 )
 
 
@@ -741,6 +775,10 @@ def generate_sample(
     uncovered: list[Entry] = []
     user_message: _UserMessage | None = None
     user = ""
+    if shape == "enumerated":
+        listed = [e for e in pool if e.asks]
+        if not _add_enumerated(q, rng, rng.choice(listed), rng.randint(2, 4)):
+            shape = "single"
     if shape == "single":
         _add_single(q, rng, rng.choice(pool))
     elif shape == "parallel":

@@ -15,7 +15,7 @@ def train_samples() -> list[Sample]:
 
 @pytest.fixture(scope="session")
 def held_out_samples() -> list[Sample]:
-    return build_dataset(120, seed=3, split="held_out")
+    return build_dataset(160, seed=3, split="held_out")
 
 
 @pytest.fixture(scope="session")

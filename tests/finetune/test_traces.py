@@ -216,6 +216,27 @@ def test_sample_kinds_and_shapes(train_samples: list[Sample]) -> None:
     assert {len(s.calls) for s in train_samples if s.shape == "chain"} >= {2, 3}
 
 
+def test_enumerated_questions_list_values_of_one_call(train_samples: list[Sample]) -> None:
+    """"The weather in Paris, Rome and Oslo": one sentence, one call per listed value, the
+    calls alike but for that one argument, each value written as the question lists it."""
+    enumerated = [s for s in train_samples if s.shape == "enumerated"]
+    assert len(enumerated) >= 15
+    for s in enumerated:
+        assert 2 <= len(s.calls) <= 4 and len({c.name for c in s.calls}) == 1
+        differing = {
+            param
+            for c in s.calls[1:]
+            for param, value in c.arguments.items()
+            if value != s.calls[0].arguments[param]
+        }
+        assert len(differing) == 1, (s.id, s.user)
+        (param,) = differing
+        listed = [render_value(c.arguments[param]) for c in s.calls]
+        assert len(set(listed)) == len(listed)
+        at = [s.user.find(text) for text in listed]
+        assert -1 not in at and at == sorted(at), (s.id, s.user, listed)
+
+
 def test_near_misses_offer_the_missed_requests_own_domain(train_samples: list[Sample]) -> None:
     """Some abstentions offer functions on the right topic that do something else: the answer
     still says none fits, and the function asked for is never offered."""
