@@ -18,9 +18,11 @@ id this generation has not used) and constrains the rest of the block to::
   format_call_body` writes them, so every piece that is forced (``=``, ``, next_arg=``,
   ``) [END]``) can be written by jump-forward.
 
-A schema the grammar cannot express (a free-form ``dict``/``Any``, a recursive ``$ref``, ``not``,
-an ``allOf`` of several schemas...) falls back, for that value only, to any Python literal, with
-a :func:`warnings.warn` naming the tool and the parameter; it never fails.
+A schema the grammar cannot express (``Any``, a recursive ``$ref``, ``not``, an ``allOf`` of
+several schemas...) falls back, for that value only, to any Python literal, with a
+:func:`warnings.warn` naming the tool and the parameter; it never fails. A free-form ``dict``
+(``type: object`` with no properties) falls back to any dict literal: its keys and values are
+free, but it is a dict (a model cannot write ``None`` or ``5`` for it).
 
 Grammars are cached per toolset, keyed on the content of the schemas (:func:`call_grammar`).
 """
@@ -237,16 +239,18 @@ class _Builder:
         name = self._rule(" | ".join(alternatives))
         return name + ("?" if next_required[i] == n else "")
 
-    def _fallback(self, where: str, why: str) -> str:
+    def _fallback(self, where: str, why: str, rule: str = "any_value") -> str:
+        """``rule`` (any literal, or any dict literal) for a value the schema does not pin down."""
         self.fallbacks.append(where)
+        what = "a dict of any Python literals" if rule == "any_dict" else "any Python literal"
         warnings.warn(
-            f"constrained decoding: {where} {why}; its value is any Python literal "
+            f"constrained decoding: {where} {why}; its value is {what} "
             "(not checked against a type while the model writes it)",
             GrammarFallbackWarning,
             stacklevel=5,
         )
         self.uses_any = True
-        return "any_value"
+        return rule
 
     def value(self, schema: Any, root: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> str:
         """The rule (or terminal) for a value of ``schema``."""
@@ -346,7 +350,8 @@ class _Builder:
             value = self.value(extra, root, f"{where}{{}}", refs)
             pair = f'STRING ": " {value}'
             return self._rule(f'"{{" ({pair} (", " {pair})*)? "}}"')
-        return self._fallback(where, "is a free-form dict")
+        # a dict all the same: its braces are known, only its keys and values are free
+        return self._fallback(where, "is a free-form dict", "any_dict")
 
 
 def _resolve(root: Mapping[str, Any], ref: str) -> Any:

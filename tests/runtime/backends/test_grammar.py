@@ -198,9 +198,13 @@ def test_a_free_form_dict_param_from_a_typed_function_warns() -> None:
         """Store a free-form value."""
         return key
 
-    with pytest.warns(GrammarFallbackWarning, match="store.value"):
+    with pytest.warns(GrammarFallbackWarning, match="store.value.*a dict of any"):
         grammar = call_grammar([store.spec()])
     assert accepts(grammar, 'store(key="k", value={"a": [1, 2]})')
+    assert accepts(grammar, 'store(key="k", value={})')
+    # a dict all the same: the model cannot write None or a number for it
+    for value in ("None", "5", '"text"', "[1]"):
+        assert not accepts(grammar, f'store(key="k", value={value})'), value
 
 
 def test_grammar_is_compiled_once_per_toolset() -> None:
