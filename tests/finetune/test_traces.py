@@ -217,7 +217,7 @@ def test_sample_kinds_and_shapes(train_samples: list[Sample]) -> None:
 
 
 def test_enumerated_questions_list_values_of_one_call(train_samples: list[Sample]) -> None:
-    """"The weather in Paris, Rome and Oslo": one sentence, one call per listed value, the
+    """ "The weather in Paris, Rome and Oslo": one sentence, one call per listed value, the
     calls alike but for that one argument, each value written as the question lists it."""
     enumerated = [s for s in train_samples if s.shape == "enumerated"]
     assert len(enumerated) >= 15
