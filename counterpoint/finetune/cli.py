@@ -86,6 +86,7 @@ def _train(
     skip_long: bool,
     checkpointing: bool = False,
     init: str | None = None,
+    decision_weight: float = 1.0,
 ) -> None:
     from rich.progress import (
         BarColumn,
@@ -110,6 +111,7 @@ def _train(
         warmup_steps=warmup,
         too_long="skip" if skip_long else "error",
         gradient_checkpointing=checkpointing,
+        decision_weight=decision_weight,
     )
     if data is not None and tools is not None:
         raise ConfigError(
@@ -163,6 +165,7 @@ def _train(
     flags += ["--lr", str(lr)]
     flags += ["--batch-size", str(batch_size), "--grad-accum", str(grad_accum)]
     flags += ["--max-len", str(max_len), "--seed", str(seed), "--warmup", str(warmup)]
+    flags += ["--decision-weight", str(decision_weight)] if decision_weight != 1 else []
     flags += ["--skip-long"] if skip_long else []
     flags += ["--gradient-checkpointing"] if checkpointing else []
     flags += ["--init", init] if init is not None else []
@@ -234,6 +237,14 @@ def _train_options(
             "rank, alpha and target modules win over --rank and --alpha.",
         ),
     ] = None,
+    decision_weight: Annotated[
+        float,
+        typer.Option(
+            "--decision-weight",
+            help="Loss weight of the model's decisions (the first token of each segment it "
+            "writes: a call, a trap or the answer) against 1 for the other tokens.",
+        ),
+    ] = 1.0,
 ) -> None:
     """Train a LoRA adapter on CPU (generating the data unless --data is given)."""
     _train(
@@ -255,6 +266,7 @@ def _train_options(
         skip_long=skip_long,
         checkpointing=checkpointing,
         init=init,
+        decision_weight=decision_weight,
     )
 
 

@@ -178,6 +178,10 @@ class Encoded:
 
     input_ids: list[int]
     labels: list[int]
+    decisions: tuple[int, ...] = ()
+    """Positions (in ``input_ids``) of the model's decisions: the first token of each
+    model-written segment that is not only whitespace (open a call, wait with a trap, or
+    answer), where the tokenizer gives offsets. Training may weigh them more."""
 
     @property
     def trained_tokens(self) -> int:
@@ -189,16 +193,40 @@ def _encode(tokenizer: Tokenizer, text: str, *, special: bool) -> list[int]:
     return list(out["input_ids"])
 
 
-def _runs(sample: Encodable) -> list[tuple[str, bool]]:
+def _runs(sample: Encodable) -> list[tuple[str, bool, list[int]]]:
     """The assistant's side as the runtime encodes it: what the model writes between two
-    interrupts is one stream of tokens; each injection is encoded on its own."""
-    runs: list[tuple[str, bool]] = []
+    interrupts is one stream of tokens; each injection is encoded on its own. Each run comes
+    with the character offsets where its model-written segments (not only whitespace) start."""
+    runs: list[tuple[str, bool, list[int]]] = []
     for segment in sample.segments:
-        if segment.train and runs and runs[-1][1]:
-            runs[-1] = (runs[-1][0] + segment.text, True)
+        merge = segment.train and runs and runs[-1][1]
+        text, starts = (runs[-1][0], runs[-1][2]) if merge else ("", [])
+        if segment.train and segment.text.strip():
+            starts.append(len(text))
+        if merge:
+            runs[-1] = (text + segment.text, True, starts)
         else:
-            runs.append((segment.text, segment.train))
+            runs.append((segment.text, segment.train, starts))
     return runs
+
+
+def _token_starts(tokenizer: Tokenizer, text: str, starts: Sequence[int]) -> list[int]:
+    """The index of the token of ``text`` holding each character offset in ``starts`` (none
+    where the tokenizer gives no offsets)."""
+    if not starts:
+        return []
+    out = tokenizer(
+        text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True
+    )
+    offsets = out.get("offset_mapping") if hasattr(out, "get") else None
+    if not offsets:
+        return []
+    found = []
+    for char in starts:
+        index = next((i for i, (_, end) in enumerate(offsets) if end > char), None)
+        if index is not None and index not in found:
+            found.append(index)
+    return found
 
 
 def encode_sample(sample: Encodable, tokenizer: Tokenizer) -> Encoded:
@@ -208,12 +236,15 @@ def encode_sample(sample: Encodable, tokenizer: Tokenizer) -> Encoded:
     )
     ids = _encode(tokenizer, str(prompt), special=True)
     labels = [IGNORE_INDEX] * len(ids)
-    for text, train in _runs(sample):
+    decisions: list[int] = []
+    for text, train, starts in _runs(sample):
         piece = _encode(tokenizer, text, special=False)
+        if train:
+            decisions.extend(len(ids) + i for i in _token_starts(tokenizer, text, starts))
         ids.extend(piece)
         labels.extend(piece if train else [IGNORE_INDEX] * len(piece))
     eos = tokenizer.eos_token_id
     if isinstance(eos, int):
         ids.append(eos)
         labels.append(eos)
-    return Encoded(ids, labels)
+    return Encoded(ids, labels, tuple(d for d in decisions if d < len(ids)))

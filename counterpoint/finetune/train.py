@@ -102,6 +102,10 @@ class TrainConfig:
     log_every: int = 1
     too_long: Literal["error", "skip"] = "error"
     gradient_checkpointing: bool = False
+    decision_weight: float = 1.0
+    """Loss weight of the model's decision tokens (the first token of each segment it writes:
+    open a call, wait, or answer) against 1 for every other trained token. Most trained tokens
+    are copied (names, values, results); the choice to call or to answer is one token a turn."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -159,6 +163,12 @@ class TrainConfig:
             f"schedule must be cosine, linear or constant, got {self.schedule!r}",
         )
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        need(
+            isinstance(self.decision_weight, int | float)
+            and math.isfinite(self.decision_weight)
+            and self.decision_weight >= 1,
+            f"decision_weight must be a number >= 1, got {self.decision_weight!r}",
+        )
         need(
             is_int(self.log_every) and self.log_every >= 1,
             f"log_every must be an integer >= 1, got {self.log_every}",
@@ -407,18 +417,27 @@ class _Batch:
     labels: torch.Tensor
     tokens: int
     trained: int
+    weights: torch.Tensor | None = None
+    """Per-position loss weights (None: all 1)."""
+    weight_sum: float = 0.0
+    """The weights summed over the trained positions (``trained`` when all are 1)."""
 
 
-def _collate(items: Sequence[Encoded], pad_id: int) -> _Batch:
+def _collate(items: Sequence[Encoded], pad_id: int, decision_weight: float = 1.0) -> _Batch:
     width = max(len(e.input_ids) for e in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+    weights = torch.ones((len(items), width)) if decision_weight != 1 else None
     for row, e in enumerate(items):
         ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long)
         labels[row, : len(e.labels)] = torch.tensor(e.labels, dtype=torch.long)
-    return _Batch(
-        ids, labels, sum(len(e.input_ids) for e in items), sum(e.trained_tokens for e in items)
-    )
+        if weights is not None:
+            for position in e.decisions:
+                if e.labels[position] != IGNORE_INDEX:
+                    weights[row, position] = decision_weight
+    trained = sum(e.trained_tokens for e in items)
+    weight_sum = float(weights[labels != IGNORE_INDEX].sum()) if weights is not None else trained
+    return _Batch(ids, labels, sum(len(e.input_ids) for e in items), trained, weights, weight_sum)
 
 
 def _batches(encoded: Sequence[Encoded], size: int, rng: random.Random) -> list[list[Encoded]]:
@@ -445,14 +464,18 @@ def _lr_factor(config: TrainConfig, total: int) -> Callable[[int], float]:
 
 
 def _loss_sum(model: Any, batch: _Batch) -> torch.Tensor:
-    """The summed next-token loss over the batch's trained positions."""
+    """The summed next-token loss over the batch's trained positions (weighted, if it has
+    weights)."""
     decoder = model.get_base_model().get_decoder()
     head = model.get_base_model().get_output_embeddings()
     hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE_INDEX
     logits = head(hidden[:, :-1][keep]).float()
-    return torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+    if batch.weights is None:
+        return torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+    losses = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")
+    return (losses * batch.weights[:, 1:][keep]).sum()
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -739,11 +762,12 @@ def _run(
                 if not queue:
                     queue = _batches(encoded, config.batch_size, rng)
                     epochs_started += 1
-                group.append(_collate(queue.pop(0), pad_id))
+                group.append(_collate(queue.pop(0), pad_id, config.decision_weight))
             trained = sum(b.trained for b in group)
+            weight_sum = sum(b.weight_sum for b in group)
             loss_value = 0.0
             for batch in group:
-                loss = _loss_sum(model, batch) / trained
+                loss = _loss_sum(model, batch) / weight_sum
                 loss.backward()  # type: ignore[no-untyped-call]
                 loss_value += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)

@@ -102,6 +102,13 @@ def test_real_tokenizer_mask(train_samples: list[Sample]) -> None:
         assert trained[-1] == tok.eos_token_id
         assert tok.decode(trained[:-1]) == s.generated
         assert "[INTR]" not in tok.decode(trained)
+        # the decisions: the first token of each segment the model writes, on a trained label
+        written = [seg.text for seg in s.segments if seg.train and seg.text.strip()]
+        assert len(enc.decisions) == len(written)
+        for d, text in zip(enc.decisions, written, strict=True):
+            assert enc.labels[d] == enc.input_ids[d]
+            first = tok.decode([enc.input_ids[d]]).strip()
+            assert first and text.strip().startswith(first), (s.id, first, text)
 
 
 def test_summary_and_prepare_data(tmp_path: Path) -> None:

@@ -196,6 +196,8 @@ def test_memory_check_uses_the_ram_available(monkeypatch: pytest.MonkeyPatch) ->
         ({"epochs": 0, "max_steps": None}, "epochs"),
         ({"target_modules": ()}, "target_modules"),
         ({"too_long": "truncate"}, "too_long"),
+        ({"decision_weight": 0.5}, "decision_weight"),
+        ({"decision_weight": float("nan")}, "decision_weight"),
     ],
 )
 def test_bad_configs_say_what_to_change(kwargs: dict[str, Any], match: str) -> None:
@@ -211,3 +213,38 @@ def test_no_data_is_refused_before_loading_a_model(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text("{not json\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad.jsonl:1: not a fine-tuning sample"):
         train(tmp_path / "bad.jsonl", TrainConfig(), tmp_path, base=object())
+
+
+class _OffsetTokenizer:
+    """One token per character, with offsets (what a fast tokenizer gives)."""
+
+    eos_token_id = 0
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> str:
+        return "".join(f"<{m['role']}>{m['content']}</>" for m in conversation) + "<assistant>"
+
+    def __call__(self, text: str, **kwargs: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"input_ids": [ord(ch) for ch in text]}
+        if kwargs.get("return_offsets_mapping"):
+            out["offset_mapping"] = [(i, i + 1) for i in range(len(text))]
+        return out
+
+
+def test_decisions_weigh_more_in_the_loss() -> None:
+    """The first token of each segment the model writes (its call, its answer) gets the
+    decision weight; the loss is normalised by the summed weights, so weight 1 is the plain
+    mean."""
+    from counterpoint.finetune.data import encode_sample
+    from counterpoint.finetune.train import _collate
+
+    encoded = encode_sample(_records()[0], _OffsetTokenizer())
+    marked = "".join(chr(encoded.input_ids[d]) for d in encoded.decisions)
+    assert marked == "[I"  # "[CALL] ..." and "It is 17 C in Paris."
+    plain = _collate([encoded], 0)
+    assert plain.weights is None and plain.weight_sum == plain.trained
+    weighted = _collate([encoded], 0, decision_weight=5.0)
+    assert weighted.weights is not None
+    assert weighted.weight_sum == plain.trained + 2 * 4
+    assert sorted(torch.nonzero(weighted.weights[0] == 5.0).flatten().tolist()) == list(
+        encoded.decisions
+    )
