@@ -67,6 +67,12 @@ class Limits:
     ``max_concurrency`` bounds how many of the session's calls execute at once (the others queue);
     ``call_timeout_s`` applies to tools that set no timeout of their own. A call body longer than
     ``max_call_chars`` is refused unread (an error interrupt that names the limit).
+
+    ``max_identical_calls`` bounds how often one call (the same function with the same
+    arguments) runs in a session: a further copy is not run and comes back as an error interrupt
+    that names the first copy, whose result the model already has. Small models fall into
+    loops of the same call until the token limit; this breaks them. ``None`` lifts the bound
+    (a tool whose every call differs, such as a die roll, may need that).
     """
 
     max_tokens: int = 1024
@@ -76,6 +82,7 @@ class Limits:
     max_concurrency: int | None = None
     call_timeout_s: float | None = 60.0
     max_call_chars: int = MAX_CALL_CHARS
+    max_identical_calls: int | None = 2
 
 
 @dataclass
@@ -172,6 +179,7 @@ class Session:
         self._generated: list[str] = []
         self._generated_chars = 0
         self._calls = 0
+        self._identical: dict[str, list[str]] = {}  # call key -> ids of the copies that ran
         self._interrupts = 0
         self._tokens = 0
         self._first_token_t: float | None = None
@@ -376,6 +384,17 @@ class Session:
                 f"too many calls in flight ({self.limits.max_pending}): wait for results first",
             )
             return
+        key = _identity(call)
+        copies = self._identical.setdefault(key, [])
+        bound = self.limits.max_identical_calls
+        if bound is not None and len(copies) >= bound:
+            self._refuse(
+                call,
+                f"{call.name} already ran {len(copies)} times with these same arguments (first "
+                f"as {copies[0]}); not run again: use that result, or answer",
+            )
+            return
+        copies.append(call.id)
         self._calls += 1
         await self._strategy.on_call(self, call)
 
@@ -546,3 +565,10 @@ def _last_user_text(context: Sequence[Message] | Prompt) -> str:
         return context.text
     users = [m.content for m in context if m.role == "user"]
     return users[-1] if users else ""
+
+
+def _identity(call: Call) -> str:
+    """What makes two calls the same call: the function and its arguments (in any order)."""
+    return json.dumps(
+        [call.name, call.arguments, list(call.positional)], sort_keys=True, default=repr
+    )

@@ -213,6 +213,29 @@ async def test_call_limit_and_token_limit() -> None:
     assert result.status == "limit" and result.usage.output_tokens == 10
 
 
+@pytest.mark.parametrize("mode", ["sync", "parallel", "async"])
+async def test_a_call_repeated_past_the_bound_is_not_run_again(mode: str) -> None:
+    """A loop of the same call: the first two copies run, the third comes back as an error
+    naming the first, and the model is told; other calls still run."""
+    calls = ["fast(x=1)", "fast(x=1)", "fast(x=1)", "fast(x=2)"]
+    blocks = "".join(f"[CALL] c{i} [HEAD] {body} [END]\n" for i, body in enumerate(calls, 1))
+    model = ScriptedModel([blocks + "[TRAP][END]", "Done."])
+    result, events = await _run(model, mode)
+    assert [e.call_id for e in _of(events, CallStarted)] == ["c1", "c2", "c4"]
+    refused = next(e for e in _of(events, CallFinished) if e.call_id == "c3")
+    assert not refused.ok and "first as c1" in (refused.error or "")
+    assert "first as c1" in "".join(model.extensions)  # the model is told
+    assert result.text.endswith("Done.")
+
+
+async def test_identical_calls_are_unbounded_when_asked() -> None:
+    script = " ".join(f"[CALL] c{i} [HEAD] fast(x=1) [END]" for i in range(1, 5)) + " end"
+    result, events = await _run(
+        ScriptedModel(script), "async", limits=Limits(max_identical_calls=None)
+    )
+    assert len(_of(events, CallStarted)) == 4 and all(r.ok for r in result.calls)
+
+
 async def test_no_tools_plain_generation() -> None:
     result, _ = await _run(ScriptedModel("Just an answer."), "async")
     assert result.text == "Just an answer." and result.calls == []
