@@ -44,6 +44,7 @@ class LeanDecode:
         self._packed: list[_PackedLinear] = []
         self._exact: dict[tuple[int, ...], bool] = {}  # per weight shape: is packing exact?
         self._shapes: dict[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._linears: list[Callable[[torch.Tensor], torch.Tensor]] = []  # every projection
         self._rows_exact: bool | None = None
         self._head = self._linear(model.lm_head)
         self._layers = [
@@ -95,9 +96,11 @@ class LeanDecode:
             if self._exact[shape]:
                 self._packed.append(packed)
                 self._shapes.setdefault(shape, packed)
+                self._linears.append(packed)
                 return packed
         call: Callable[[torch.Tensor], torch.Tensor] = module
         self._shapes.setdefault(tuple(module.weight.shape), call)
+        self._linears.append(call)
         return call
 
     @staticmethod
@@ -203,11 +206,14 @@ class LeanDecode:
 
     def rows_exact(self) -> bool:
         """True if every projection gives each row of a batch bit for bit what it gives that row
-        alone (checked once per weight shape on probe rows; the norms, rotary and attention are
-        per row by construction). bf16 on oneDNN holds; fp32 GEMM does not (a batch takes
-        another kernel than one row), so batches there would change answers."""
+        alone (checked once, on probe rows, for every projection of every layer: the kernels
+        may differ from one weight to another of the same shape; the norms, rotary and attention
+        are per row by construction). bf16 on oneDNN holds on some CPUs and not on others (seen
+        here: an AMD EPYC with AVX512-BF16 rounds a few outputs of 11 of 30 ``down_proj``
+        differently in a batch); fp32 GEMM does not (a batch takes another kernel than one
+        row). Where it does not hold, sessions are stepped one by one, so answers never change."""
         if self._rows_exact is None:
-            self._rows_exact = all(self._row_invariant(f) for f in self._shapes.values())
+            self._rows_exact = all(self._row_invariant(f) for f in self._linears)
         return self._rows_exact
 
     @staticmethod
@@ -297,7 +303,7 @@ class _PackedLinear:
         return out
 
 
-_PROBE_ROWS = 4
+_PROBE_ROWS = 8
 _LEAN_STEPS: weakref.WeakKeyDictionary[Any, LeanDecode | None] = weakref.WeakKeyDictionary()
 _LEAN_LOCK = threading.Lock()
 
