@@ -292,8 +292,10 @@ async def main(argv: list[str]) -> None:
         if server is not None:
             server.stop()
     ticks0, steps0 = model.batch_stats
+    rows0 = model.batched_rows
     agg = await aggregate(model, reps, agg_tokens)
     ticks, steps = (b - a for a, b in zip((ticks0, steps0), model.batch_stats, strict=True))
+    batched = model.batched_rows - rows0
     first = await ttft(model, ttft_reps)
     model.close()
     replayed = await replay(3 if args.quick else 6)
@@ -333,6 +335,8 @@ async def main(argv: list[str]) -> None:
         "aggregate_8_vs_single_ratio": round(agg_tps[8] / agg_tps[1], 3),
         "aggregate_sessions_match_alone": agg["sessions_match_alone"],
         "aggregate_mean_batch_size": round(steps / max(1, ticks), 2),
+        # steps that ran as rows of one batched pass (0 where this CPU's batches are not exact)
+        "aggregate_batched_share": round(batched / max(1, steps), 3),
         "ttft_prefix_cache_speedup": round(first["speedup"], 2),
         "ttft_prefix_cache_on_s": round(first["on_s"], 4),
         "ttft_prefix_cache_off_s": round(first["off_s"], 4),

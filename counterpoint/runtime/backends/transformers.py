@@ -157,6 +157,7 @@ class TransformersModel:
         self.max_kv_bytes = max_kv_bytes
         """Bytes of KV the open generations may hold together; a pass past it is refused."""
         self.batch_decode = True
+        self._batched_rows = 0
         """Step the decoders that want a token in the same tick in one forward pass (where a
         batch's rows are bit for bit each row's own: bf16 lean steps; else one by one)."""
         self.prefill_chunk = DEFAULT_PREFILL_CHUNK
@@ -547,8 +548,14 @@ class TransformersModel:
 
     @property
     def batch_stats(self) -> tuple[int, int]:
-        """``(ticks, steps)`` run so far: ``steps / ticks`` is the mean batch size."""
+        """``(ticks, steps)`` run so far: ``steps / ticks`` is the mean number of steps a tick
+        served (in one batched pass, or one by one where batches are not exact)."""
         return self._worker.ticks, self._worker.stepped
+
+    @property
+    def batched_rows(self) -> int:
+        """Steps run so far as rows of a batched pass (0 where batches are not exact)."""
+        return self._batched_rows
 
     def _kv_bytes(self) -> int:
         """Bytes of keys and values the open generations hold now (worker thread)."""
@@ -623,6 +630,7 @@ class TransformersModel:
             if not isinstance(exc, Exception):
                 raise
             return
+        self._batched_rows += len(decoders)
         for row, ((request, began), decoder) in enumerate(zip(ready, decoders, strict=True)):
             _finish_step(request, began, functools.partial(decoder._fed_one, logits[row]))
 

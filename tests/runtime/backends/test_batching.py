@@ -146,9 +146,15 @@ async def test_concurrent_sessions_match_each_session_alone(
     plans = [Plan(QUESTIONS[i], 6 + 5 * i) for i in range(sessions)]  # different lengths
     expected = await alone(model, plans)
     ticks0, steps0 = model.batch_stats
+    rows0 = model.batched_rows
     got = await together(model, plans)
     ticks, steps = model.batch_stats[0] - ticks0, model.batch_stats[1] - steps0
+    batched = model.batched_rows - rows0
     assert got == expected
+    lean = LeanDecode.build(model.hf_model)
+    exact = lean is not None and lean.rows_exact()
+    # batched passes only where a batch's rows are exact; there, sessions really share them
+    assert (batched > 0) == (exact and sessions > 1), (batched, exact)
     assert all(len(g) > 0 for g in got)
     assert sum(map(len, got)) <= steps <= sum(map(len, got)) + sessions  # + the EOS steps
     if sessions > 1:
