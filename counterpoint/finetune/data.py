@@ -210,23 +210,25 @@ def _runs(sample: Encodable) -> list[tuple[str, bool, list[int]]]:
     return runs
 
 
-def _token_starts(tokenizer: Tokenizer, text: str, starts: Sequence[int]) -> list[int]:
-    """The index of the token of ``text`` holding each character offset in ``starts`` (none
-    where the tokenizer gives no offsets)."""
-    if not starts:
-        return []
+def _encode_run(
+    tokenizer: Tokenizer, text: str, starts: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """A model-written run's token ids, and the index of the token holding each character
+    offset in ``starts`` (none where the tokenizer gives no offsets). One tokenizer call."""
     out = tokenizer(
-        text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True
+        text,
+        add_special_tokens=False,
+        split_special_tokens=True,
+        return_offsets_mapping=bool(starts),
     )
-    offsets = out.get("offset_mapping") if hasattr(out, "get") else None
-    if not offsets:
-        return []
-    found = []
-    for char in starts:
+    ids = list(out["input_ids"])
+    offsets = (out.get("offset_mapping") if starts and hasattr(out, "get") else None) or []
+    found: list[int] = []
+    for char in starts if offsets else ():
         index = next((i for i, (_, end) in enumerate(offsets) if end > char), None)
         if index is not None and index not in found:
             found.append(index)
-    return found
+    return ids, found
 
 
 def encode_sample(sample: Encodable, tokenizer: Tokenizer) -> Encoded:
@@ -238,9 +240,11 @@ def encode_sample(sample: Encodable, tokenizer: Tokenizer) -> Encoded:
     labels = [IGNORE_INDEX] * len(ids)
     decisions: list[int] = []
     for text, train, starts in _runs(sample):
-        piece = _encode(tokenizer, text, special=False)
         if train:
-            decisions.extend(len(ids) + i for i in _token_starts(tokenizer, text, starts))
+            piece, at = _encode_run(tokenizer, text, starts)
+            decisions.extend(len(ids) + i for i in at)
+        else:
+            piece = _encode(tokenizer, text, special=False)
         ids.extend(piece)
         labels.extend(piece if train else [IGNORE_INDEX] * len(piece))
     eos = tokenizer.eos_token_id

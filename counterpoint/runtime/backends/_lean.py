@@ -43,7 +43,6 @@ class LeanDecode:
         self._norm = inner.norm
         self._packed: list[_PackedLinear] = []
         self._exact: dict[tuple[int, ...], bool] = {}  # per weight shape: is packing exact?
-        self._shapes: dict[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] = {}
         self._linears: list[Callable[[torch.Tensor], torch.Tensor]] = []  # every projection
         self._rows_exact: bool | None = None
         self._head = self._linear(model.lm_head)
@@ -95,11 +94,9 @@ class LeanDecode:
                 self._exact[shape] = packed.exact()
             if self._exact[shape]:
                 self._packed.append(packed)
-                self._shapes.setdefault(shape, packed)
                 self._linears.append(packed)
                 return packed
         call: Callable[[torch.Tensor], torch.Tensor] = module
-        self._shapes.setdefault(tuple(module.weight.shape), call)
         self._linears.append(call)
         return call
 
