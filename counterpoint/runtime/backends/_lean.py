@@ -4,9 +4,10 @@
 for one new token per sequence on a ``DynamicCache`` each, without the model's per-call Python
 machinery. :meth:`LeanDecode.step_many` steps several sequences (each with its own cache, at its
 own position) in one pass: the projections and the vocabulary head run once on the stacked rows,
-attention runs per sequence on its own keys and values. Where the matmul kernel gives every row
-what it gives that row alone (bf16 on oneDNN; :meth:`LeanDecode.rows_exact` checks it on the real
-weights), a batch's logits are bit for bit each sequence's own. Worker thread only.
+attention runs per sequence on its own keys and values. A batch's logits are bit for bit each
+sequence's own wherever :meth:`LeanDecode.mode` finds a way to make them so on this CPU's kernels
+(checked on the real weights): as they are, or by running every one-row projection as two rows.
+Worker thread only.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["LeanDecode"]
+__all__ = ["BatchMode", "LeanDecode"]
+
+BatchMode = Literal["rows", "padded", "alone"]
 
 
 class LeanDecode:
@@ -33,7 +36,13 @@ class LeanDecode:
     appends are bit for bit those of the model's own forward (tests/runtime/backends/
     test_lean_decode.py checks it). What it leaves out is per-call Python overhead: the mask
     builder, output records, keyword plumbing and decorators of every module. The projections are
-    still called as modules, so adapters that wrap them (LoRA) keep working. Worker thread only.
+    still called as modules, so adapters that wrap them (LoRA) keep working.
+
+    Where this CPU's matmul gives a row alone other bits than the same row in a batch, and every
+    pass of two rows or more agrees (:meth:`mode` is ``"padded"``), the projections of those
+    weight shapes run a one-row step as two copies of the row: the step then gives what a
+    batched pass gives, which is what the model's own forward gives that row in a batch of two
+    (not alone). Worker thread only.
     """
 
     def __init__(self, model: Any) -> None:
@@ -44,7 +53,7 @@ class LeanDecode:
         self._packed: list[_PackedLinear] = []
         self._exact: dict[tuple[int, ...], bool] = {}  # per weight shape: is packing exact?
         self._linears: list[Callable[[torch.Tensor], torch.Tensor]] = []  # every projection
-        self._rows_exact: bool | None = None
+        self._mode: BatchMode | None = None
         self._head = self._linear(model.lm_head)
         self._layers = [
             (
@@ -74,6 +83,8 @@ class LeanDecode:
             bypassed += [layer.input_layernorm, layer.post_attention_layernorm]
         bypassed += [p.module for p in self._packed]
         self._bypassed = bypassed
+        self._single: tuple[Callable[[torch.Tensor], torch.Tensor], list[Any]] | None = None
+        """The vocabulary head and layers a one-row step runs (padded ones where they must be)."""
 
     def _hooked(self) -> bool:
         """True if a forward hook is registered on a bypassed module (or globally)."""
@@ -139,10 +150,11 @@ class LeanDecode:
 
     def step(self, token_id: int, cache: DynamicCache) -> torch.Tensor:
         """Feed ``token_id`` onto ``cache``; return the next-token logits as a ``[1, vocab]``."""
+        head, layers = self._single_row()
         x = self._embed(torch.tensor([[token_id]], dtype=torch.long))
         cos, sin = self._rope(cache.get_seq_length(), x.dtype)
         for index, (norm1, q_proj, k_proj, v_proj, o_proj, head_dim, scaling, gqa, norm2, gate,
-                    up, down, act) in enumerate(self._layers):  # fmt: skip
+                    up, down, act) in enumerate(layers):  # fmt: skip
             h = _rms_norm(norm1, x)
             q = q_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
             k = k_proj(h).view(1, 1, -1, head_dim).transpose(1, 2)
@@ -158,7 +170,7 @@ class LeanDecode:
             x = x + o_proj(o.reshape(1, 1, -1).contiguous())
             h = _rms_norm(norm2, x)
             x = x + down(act(gate(h)) * up(h))
-        logits: torch.Tensor = self._head(_rms_norm(self._norm, x))
+        logits: torch.Tensor = head(_rms_norm(self._norm, x))
         return logits[0]
 
     def step_many(self, token_ids: Sequence[int], caches: Sequence[DynamicCache]) -> torch.Tensor:
@@ -167,12 +179,14 @@ class LeanDecode:
 
         The projections, norms and the head run once on the stacked rows; rotary positions and
         attention are each sequence's own. Row ``i`` is bit for bit ``step(token_ids[i],
-        caches[i])`` where :meth:`rows_exact` holds. If a pass fails, the caller must truncate
-        every cache back (some layers may have grown).
+        caches[i])`` where :meth:`batches_exactly` holds. If a pass fails, the caller must
+        truncate every cache back (some layers may have grown).
         """
         count = len(token_ids)
         if count != len(caches) or count == 0:
             raise ValueError("step_many needs one cache per token id, and at least one of each")
+        if count == 1:
+            return self.step(token_ids[0], caches[0])
         x = self._embed(torch.tensor([[t] for t in token_ids], dtype=torch.long))
         ropes = [self._rope(c.get_seq_length(), x.dtype) for c in caches]
         cos = torch.cat([r[0] for r in ropes])
@@ -201,33 +215,53 @@ class LeanDecode:
         logits: torch.Tensor = self._head(_rms_norm(self._norm, x))
         return logits[:, 0]
 
-    def rows_exact(self) -> bool:
-        """True if every projection gives each row of a batch bit for bit what it gives that row
-        alone (checked once, on probe rows, for every projection of every layer: the kernels
-        may differ from one weight to another of the same shape; the norms, rotary and attention
-        are per row by construction). bf16 on oneDNN holds on some CPUs and not on others (seen
-        here: an AMD EPYC with AVX512-BF16 rounds a few outputs of 11 of 30 ``down_proj``
-        differently in a batch); fp32 GEMM does not (a batch takes another kernel than one
-        row). Where it does not hold, sessions are stepped one by one, so answers never change."""
-        if self._rows_exact is None:
-            self._rows_exact = all(self._row_invariant(f) for f in self._linears)
-        return self._rows_exact
+    def mode(self) -> BatchMode:
+        """How a batch's rows are made bit for bit each row's own on this CPU (checked once, on
+        probe rows, for every projection of every layer and the head; the norms, rotary and
+        attention are per row by construction):
 
-    @staticmethod
-    def _row_invariant(linear: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-        weight = getattr(linear, "weight", None)
-        if weight is None:
-            weight = getattr(getattr(linear, "module", None), "weight", None)
-        if not isinstance(weight, torch.Tensor):
-            return False
-        generator = torch.Generator().manual_seed(0)
-        probe = torch.randn(_PROBE_ROWS, 1, weight.shape[1], generator=generator).to(weight.dtype)
-        with torch.inference_mode():
-            together = linear(probe)
-            return all(
-                torch.equal(together[i : i + 1], linear(probe[i : i + 1]))
-                for i in range(_PROBE_ROWS)
-            )
+        - ``"rows"``: every projection gives a row in a batch what it gives that row alone;
+        - ``"padded"``: some do not (a one-row matmul takes another kernel), but every pass of
+          two rows or more agrees, so one-row steps run those projections on two copies of the
+          row. Seen on an AMD EPYC with AVX512-BF16, where oneDNN's one-row bf16 kernel sums
+          the 1536 inputs of ``down_proj`` in another order and rounds about 8% of rows apart;
+        - ``"alone"``: neither holds, and sessions are stepped one by one, so answers never
+          change with the company they keep.
+        """
+        if self._mode is None:
+            self._mode, self._single = self._probe()
+        return self._mode
+
+    def batches_exactly(self) -> bool:
+        """True where a batched pass gives every row what its own step gives it."""
+        return self.mode() != "alone"
+
+    def _single_row(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[Any]]:
+        if self._single is None:
+            self._mode, self._single = self._probe()
+        return self._single
+
+    def _probe(
+        self,
+    ) -> tuple[BatchMode, tuple[Callable[[torch.Tensor], torch.Tensor], list[Any]]]:
+        alone_apart: set[tuple[int, ...]] = set()
+        padded_apart = False
+        for linear in self._linears:
+            shape, alone_same, padded_same = _row_invariance(linear)
+            if not alone_same:
+                alone_apart.add(shape)
+            padded_apart = padded_apart or not padded_same
+        if padded_apart or not alone_apart:
+            return ("alone" if padded_apart else "rows"), (self._head, self._layers)
+        wrapped: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
+            id(f): _TwoRows(f) for f in self._linears if _weight_shape(f) in alone_apart
+        }
+
+        def pad(f: Any) -> Any:
+            return wrapped.get(id(f), f)
+
+        layers = [tuple(pad(part) for part in layer) for layer in self._layers]
+        return "padded", (pad(self._head), layers)
 
     def _rope(self, position: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotary cos and sin for one token at ``position`` (``[1, 1, 1, head_dim]`` each)."""
@@ -298,6 +332,53 @@ class _PackedLinear:
             x, self._packed, None, "none", [], ""
         )
         return out
+
+
+class _TwoRows:
+    """A projection whose one-row calls run as two copies of the row (row 0 returned), so they
+    take the kernel of a batched pass."""
+
+    def __init__(self, linear: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.linear = linear
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:
+            return self.linear(x)
+        return self.linear(x.expand(2, *x.shape[1:]))[:1]
+
+
+def _weight(linear: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+    """The weight of a projection (a module, or a packed one's module)."""
+    weight = getattr(linear, "weight", None)
+    if weight is None:
+        weight = getattr(getattr(linear, "module", None), "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else None
+
+
+def _weight_shape(linear: Callable[[torch.Tensor], torch.Tensor]) -> tuple[int, ...]:
+    weight = _weight(linear)
+    return () if weight is None else tuple(weight.shape)
+
+
+def _row_invariance(
+    linear: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[tuple[int, ...], bool, bool]:
+    """``linear``'s weight shape; whether each probe row alone gives what it gives in a batch;
+    whether two copies of it do."""
+    weight = _weight(linear)
+    if weight is None or weight.dim() != 2:
+        return (), False, False
+    shape = tuple(weight.shape)
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(_PROBE_ROWS, 1, shape[1], generator=generator).to(weight.dtype)
+    with torch.inference_mode():
+        together = linear(probe)
+        alone = padded = True
+        for i in range(_PROBE_ROWS):
+            row = together[i : i + 1]
+            alone = alone and torch.equal(row, linear(probe[i : i + 1]))
+            padded = padded and torch.equal(row, linear(probe[i : i + 1].expand(2, 1, -1))[:1])
+    return shape, alone, padded
 
 
 _PROBE_ROWS = 8

@@ -159,7 +159,8 @@ class TransformersModel:
         self.batch_decode = True
         self._batched_rows = 0
         """Step the decoders that want a token in the same tick in one forward pass (where a
-        batch's rows are bit for bit each row's own: bf16 lean steps; else one by one)."""
+        batch's rows are bit for bit each row's own: bf16 lean steps, see
+        :meth:`~._lean.LeanDecode.mode`; else one by one)."""
         self.prefill_chunk = DEFAULT_PREFILL_CHUNK
         """Tokens per prefill pass; between chunks, the other decoders' steps run. Prompts are
         chunked at its multiples and served from the prefix cache up to one of them (``0``: one
@@ -190,9 +191,10 @@ class TransformersModel:
         self._lean: LeanDecode | None = None
         self.lean_decode = LeanDecode.eligible(model)
         """Run one-token decode steps through :class:`~._lean.LeanDecode` (same ops as the
-        model's own forward, bit for bit, without its per-call Python overhead); ``False`` runs
-        every pass through ``model.forward``. Only Llama-architecture models with SDPA attention
-        have it."""
+        model's own forward, bit for bit, without its per-call Python overhead; on CPUs whose
+        one-row matmul rounds apart from a batch's, the forward of the row in a batch);
+        ``False`` runs every pass through ``model.forward``. Only Llama-architecture models with
+        SDPA attention have it."""
 
     # ----------------------------------------------------------------------------- construction
 
@@ -585,7 +587,7 @@ class TransformersModel:
                 request.future.set_result(out)
         batch: list[tuple[StepRequest[TransformersDecoder], float]] = []
         lean = self._lean_step() if len(waiting) > 1 and self.batch_decode else None
-        if lean is not None and self.lean_decode and lean.rows_exact():
+        if lean is not None and self.lean_decode and lean.batches_exactly():
             for item in waiting:
                 decoder = item[0].subject
                 if decoder._batchable(lean):

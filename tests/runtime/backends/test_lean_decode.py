@@ -3,6 +3,9 @@
 ``TransformersModel.lean_decode`` (on by default for Llama models) runs decode steps without
 ``model.forward``; these tests hold it to the same logits, the same cached keys and values, and
 the same greedy tokens as transformers' own forward and as a plain Hugging Face greedy loop.
+Where the lean step pads one-row projections to two rows (``LeanDecode.mode() == "padded"``, on
+CPUs whose one-row matmul rounds apart from a batch's), the reference is the model's forward on
+two copies of the sequence, whose rows take the kernel of a batch.
 """
 
 from __future__ import annotations
@@ -42,8 +45,15 @@ def _ids(model: TransformersModel, text: str) -> list[int]:
     return model.encode(prompt.text, special_tokens=True)
 
 
-def _hf_greedy(model: TransformersModel, ids: list[int], count: int) -> list[int]:
-    """A plain Hugging Face greedy loop: one ``model.forward`` per token on a DynamicCache."""
+def _copies(model: TransformersModel) -> int:
+    """How many copies of a sequence the reference forward runs: 2 where the lean step pads."""
+    lean = LeanDecode.build(model.hf_model)
+    return 2 if lean is not None and lean.mode() == "padded" else 1
+
+
+def _hf_greedy(model: TransformersModel, ids: list[int], count: int, copies: int = 1) -> list[int]:
+    """A plain Hugging Face greedy loop: one ``model.forward`` per token on a DynamicCache (on
+    ``copies`` copies of the sequence, reading the first)."""
     hf = model.hf_model
     cache = DynamicCache(config=hf.config)
     arg = cache_argument(hf)
@@ -51,7 +61,8 @@ def _hf_greedy(model: TransformersModel, ids: list[int], count: int) -> list[int
     feed = ids
     with torch.inference_mode():
         for _ in range(count):
-            logits = hf(input_ids=torch.tensor([feed]), use_cache=True, **{arg: cache}).logits
+            rows = torch.tensor([feed] * copies)
+            logits = hf(input_ids=rows, use_cache=True, **{arg: cache}).logits
             token = int(logits[0, -1].argmax())
             if token in model.eos_token_ids:
                 break
@@ -79,27 +90,32 @@ def test_lean_step_is_bit_identical_to_the_forward(model: TransformersModel) -> 
     lean = LeanDecode.build(hf)
     assert lean is not None
     arg = cache_argument(hf)
+    copies = _copies(model)
     ids = _ids(model, PROMPTS[0])
     ours, theirs = DynamicCache(config=hf.config), DynamicCache(config=hf.config)
     with torch.inference_mode():
-        for cache in (ours, theirs):
-            hf(input_ids=torch.tensor([ids]), use_cache=True, **{arg: cache})
+        hf(input_ids=torch.tensor([ids]), use_cache=True, **{arg: ours})
+        hf(input_ids=torch.tensor([ids] * copies), use_cache=True, **{arg: theirs})
         token = ids[-1]
         for _ in range(STEPS):
             assert lean.fits(ours)
             got = lean.step(token, ours)
             want = hf(
-                input_ids=torch.tensor([[token]]), use_cache=True, logits_to_keep=1, **{arg: theirs}
+                input_ids=torch.tensor([[token]] * copies),
+                use_cache=True,
+                logits_to_keep=1,
+                **{arg: theirs},
             ).logits[0]
             assert torch.equal(got, want)
             for a, b in zip(ours.layers, theirs.layers, strict=True):
-                assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+                assert torch.equal(a.keys, b.keys[:1]) and torch.equal(a.values, b.values[:1])
             token = int(want[-1].argmax())
 
 
 async def test_decoder_greedy_tokens_match_a_plain_hf_loop_and_the_old_path(
     model: TransformersModel,
 ) -> None:
+    copies = _copies(model)
     for text in PROMPTS:
         ids = _ids(model, text)
         want = _hf_greedy(model, ids, STEPS)
@@ -109,10 +125,17 @@ async def test_decoder_greedy_tokens_match_a_plain_hf_loop_and_the_old_path(
         finally:
             model.lean_decode = True
         after = await _decoder_greedy(model, ids, STEPS)
-        assert after == before == want, text
+        assert before == want, text
+        assert after == (want if copies == 1 else _hf_greedy(model, ids, STEPS, copies)), text
 
 
 async def test_extend_then_decode_matches_the_old_path(model: TransformersModel) -> None:
+    if _copies(model) == 2:
+        pytest.skip(
+            "this CPU's one-row matmul rounds apart from a batch's, so the lean step pads and "
+            "the old path (one-row forward) differs by design; the padded step is held to the "
+            "forward on two copies above and to batches with interrupts in test_batching.py"
+        )
     # No prefix cache: a prompt prefilled in two chunks may round differently in bf16.
     model = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
     runs: dict[bool, list[int]] = {}
