@@ -9,7 +9,10 @@ On the embedded SmolLM2-135M-Instruct (the default dtype, the thread count
   ``model.forward``, the pre-change stepping loop kept as a baseline) and (d) llama.cpp's server
   on the same GGUF (``llama-cpp-python[server]``, loopback, as many threads as torch uses),
   interleaved round by round with the order rotating, so a shared machine's noise hits all alike.
-  Each rate counts from the first token to the last (prefill excluded);
+  Each rate counts from the first token to the last (prefill excluded). (a) and (c) run on
+  transformers' ``sdpa`` attention, as before the packed one-token attention of
+  ``counterpoint.runtime.backends._attention``; (b) on the model as loaded. The same four again
+  after about 1,000 tokens of context (``long_context_*``), where attention weighs most;
 - aggregate tokens/s of 1, 2, 4 and 8 concurrent sessions on one ``TransformersModel`` (all
   prefilled first, then stepped together with ``asyncio.gather``; the session counts interleaved
   rep by rep), and whether every session's greedy tokens equal that prompt's tokens decoded alone
@@ -34,10 +37,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,7 @@ import torch
 from bench.decode import RawLoop
 from bench.prefix_cache import QUESTIONS
 from bench.prefix_cache import _run as agent_run
+from counterpoint.runtime.backends._attention import PACKED_SDPA
 from counterpoint.runtime.backends.base import Message, SamplingParams
 from counterpoint.runtime.backends.transformers import TransformersModel
 
@@ -62,6 +68,12 @@ SESSION_PROMPTS = [
     "Write a recipe for a vegetable soup, step by step.",
     "Describe the life cycle of a butterfly.",
 ]
+# About 1,000 tokens of context, as a BFCL case with its tools or an agent's history has.
+NOTES = " ".join(
+    f"Note {i}: the {c} crate in aisle {i % 7} holds {i * 3} jars of {c} jam."
+    for i, c in enumerate(["plum", "fig", "pear", "quince", "cherry", "apricot"] * 7)
+)
+LONG_QUESTION = f"{NOTES}\nWrite a long story about the keeper of this storeroom."
 CONCURRENCY = (1, 2, 4, 8)
 
 
@@ -76,16 +88,29 @@ def _rate(count: int, first: float | None, last: float) -> float:
     return (count - 1) / (last - first) if first is not None and count > 1 and last > first else 0.0
 
 
+@contextlib.contextmanager
+def plain_sdpa(model: TransformersModel) -> Iterator[None]:
+    """Run the model on transformers' own ``sdpa`` attention, as it ran before the packed
+    one-token attention (``counterpoint.runtime.backends._attention``)."""
+    hf = model.hf_model
+    hf.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        hf.set_attn_implementation(PACKED_SDPA)
+
+
 async def raw_rate(
     model: TransformersModel, ids: list[int], tokens: int
 ) -> tuple[float, list[int]]:
     # The raw loop runs in the model's worker thread too, as the decoder's passes do.
     def run() -> tuple[float, list[int]]:
-        loop = RawLoop(model, ids)
-        first = time.perf_counter()
-        for _ in range(tokens - 1):
-            loop.step()
-        return _rate(tokens, first, time.perf_counter()), loop.ids
+        with plain_sdpa(model):
+            loop = RawLoop(model, ids)
+            first = time.perf_counter()
+            for _ in range(tokens - 1):
+                loop.step()
+            return _rate(tokens, first, time.perf_counter()), loop.ids
 
     return await model.run_in_worker(run)
 
@@ -93,8 +118,12 @@ async def raw_rate(
 async def decoder_rate(
     model: TransformersModel, ids: list[int], tokens: int, *, lean: bool
 ) -> tuple[float, list[int]]:
+    """The decoder now (``lean``), or as it was before: every pass through ``model.forward``
+    on transformers' ``sdpa``."""
     model.lean_decode = lean
+    before = contextlib.nullcontext() if lean else plain_sdpa(model)
     try:
+        before.__enter__()
         decoder = await model.start_tokens(ids, SamplingParams(max_tokens=tokens))
         out: list[int] = []
         first: float | None = None
@@ -106,6 +135,7 @@ async def decoder_rate(
         await decoder.close()
     finally:
         model.lean_decode = True
+        before.__exit__(None, None, None)
     return _rate(len(out), first, last), out
 
 
@@ -138,10 +168,10 @@ def start_llamacpp(threads: int) -> tuple[Any, str | None]:
 
 
 async def single_stream(
-    model: TransformersModel, server: Any, reps: int, tokens: int
+    model: TransformersModel, server: Any, reps: int, tokens: int, question: str = STORY
 ) -> dict[str, Any]:
-    ids = prompt_ids(model, STORY)
-    text = model.render([Message(role="user", content=STORY)]).text
+    ids = prompt_ids(model, question)
+    text = model.render([Message(role="user", content=question)]).text
     variants = ["raw", "after", "before"] + (["llamacpp"] if server is not None else [])
     rates: dict[str, list[float]] = {v: [] for v in variants}
     greedy: dict[str, list[int]] = {}
@@ -288,9 +318,11 @@ async def main(argv: list[str]) -> None:
     server, llama_error = start_llamacpp(args.llama_threads or threads)
     try:
         single = await single_stream(model, server, reps, tokens)
+        long = await single_stream(model, server, reps, tokens, LONG_QUESTION)
     finally:
         if server is not None:
             server.stop()
+    long_tokens = len(prompt_ids(model, LONG_QUESTION))
     ticks0, steps0 = model.batch_stats
     rows0 = model.batched_rows
     agg = await aggregate(model, reps, agg_tokens)
@@ -304,8 +336,12 @@ async def main(argv: list[str]) -> None:
     tps = single["tokens_per_s"]
     llama = tps.get("llamacpp")
     agg_tps = agg["tokens_per_s"]
+    long_tps = long["tokens_per_s"]
+    long_llama = long_tps.get("llamacpp")
     for name, rate in tps.items():
         print(f"single stream {name:>9}: {rate:7.2f} tok/s  (reps {single['rates'][name]})")
+    for name, rate in long_tps.items():
+        print(f"at {long_tokens} tokens {name:>9}: {rate:7.2f} tok/s  (reps {long['rates'][name]})")
     for n, rate in agg_tps.items():
         print(f"{n} concurrent sessions: {rate:7.2f} tok/s in total")
     print(f"mean batch size in the aggregate runs: {steps / max(1, ticks):.2f}")
@@ -329,6 +365,13 @@ async def main(argv: list[str]) -> None:
             round(tps["after"] / llama, 3) if llama else None
         ),
         "same_greedy_tokens_raw_before_after": single["same_greedy_tokens"],
+        "long_context_tokens": long_tokens,
+        "long_context_tokens_per_s": {k: round(v, 2) for k, v in long_tps.items()},
+        "long_context_decoder_vs_before_ratio": round(long_tps["after"] / long_tps["before"], 3),
+        "long_context_decoder_vs_llamacpp_ratio": (
+            round(long_tps["after"] / long_llama, 3) if long_llama else None
+        ),
+        "long_context_same_greedy_tokens": long["same_greedy_tokens"],
         "aggregate_tokens_per_s": {str(n): round(r, 2) for n, r in agg_tps.items()},
         "aggregate_2_vs_single_ratio": round(agg_tps[2] / agg_tps[1], 3),
         "aggregate_4_vs_single_ratio": round(agg_tps[4] / agg_tps[1], 3),

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from counterpoint.runtime.backends._attention import PACKED_SDPA, packed_decode
+
 __all__ = ["BatchMode", "LeanDecode"]
 
 BatchMode = Literal["rows", "padded", "alone"]
@@ -54,6 +56,7 @@ class LeanDecode:
         self._exact: dict[tuple[int, ...], bool] = {}  # per weight shape: is packing exact?
         self._linears: list[Callable[[torch.Tensor], torch.Tensor]] = []  # every projection
         self._mode: BatchMode | None = None
+        self._config = model.config
         self._head = self._linear(model.lm_head)
         self._layers = [
             (
@@ -117,7 +120,7 @@ class LeanDecode:
         config = getattr(model, "config", None)
         if type(model).__name__ != "LlamaForCausalLM" or config is None:
             return False
-        if getattr(config, "_attn_implementation", None) != "sdpa":
+        if getattr(config, "_attn_implementation", None) not in ("sdpa", PACKED_SDPA):
             return False
         inner: Any = getattr(model, "model", None)
         rotary = getattr(inner, "rotary_emb", None)
@@ -141,16 +144,21 @@ class LeanDecode:
             return _LEAN_STEPS[model]
 
     def fits(self, cache: DynamicCache) -> bool:
-        """True when ``cache`` is a plain full-attention ``DynamicCache`` this step can grow and
-        no weight changed since it was packed (an adapter merged later, a state dict loaded)."""
+        """True when ``cache`` is a plain full-attention ``DynamicCache`` this step can grow, the
+        model still runs an attention this step reproduces (``sdpa`` or
+        :data:`~._attention.PACKED_SDPA`), and no weight changed since it was packed (an adapter
+        merged later, a state dict loaded)."""
         layers = cache.layers
         if len(layers) != len(self._layers) or any(type(x) is not DynamicLayer for x in layers):
+            return False
+        if self._config._attn_implementation not in ("sdpa", PACKED_SDPA):
             return False
         return not self._hooked() and all(p.current() for p in self._packed)
 
     def step(self, token_id: int, cache: DynamicCache) -> torch.Tensor:
         """Feed ``token_id`` onto ``cache``; return the next-token logits as a ``[1, vocab]``."""
         head, layers = self._single_row()
+        packed = self._config._attn_implementation == PACKED_SDPA
         x = self._embed(torch.tensor([[token_id]], dtype=torch.long))
         cos, sin = self._rope(cache.get_seq_length(), x.dtype)
         for index, (norm1, q_proj, k_proj, v_proj, o_proj, head_dim, scaling, gqa, norm2, gate,
@@ -162,10 +170,7 @@ class LeanDecode:
             q = (q * cos) + (_rotate_half(q) * sin)
             k = (k * cos) + (_rotate_half(k) * sin)
             k, v = cache.update(k, v, index)
-            o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None, dropout_p=0.0, scale=scaling, is_causal=False,
-                enable_gqa=gqa,
-            )  # fmt: skip
+            o = self._attend(q, k, v, scaling, gqa, gqa and packed)
             o = o.reshape(o.shape[0], -1, 1, v.shape[-1]).transpose(1, 2).contiguous()
             x = x + o_proj(o.reshape(1, 1, -1).contiguous())
             h = _rms_norm(norm2, x)
@@ -187,6 +192,7 @@ class LeanDecode:
             raise ValueError("step_many needs one cache per token id, and at least one of each")
         if count == 1:
             return self.step(token_ids[0], caches[0])
+        packed = self._config._attn_implementation == PACKED_SDPA
         x = self._embed(torch.tensor([[t] for t in token_ids], dtype=torch.long))
         ropes = [self._rope(c.get_seq_length(), x.dtype) for c in caches]
         cos = torch.cat([r[0] for r in ropes])
@@ -202,18 +208,24 @@ class LeanDecode:
             outs = []
             for row, cache in enumerate(caches):
                 kr, vr = cache.update(k[row : row + 1], v[row : row + 1], index)
-                qr = q[row : row + 1]
-                o = F.scaled_dot_product_attention(
-                    qr, kr, vr, attn_mask=None, dropout_p=0.0, scale=scaling, is_causal=False,
-                    enable_gqa=gqa,
-                )  # fmt: skip
-                outs.append(o)
+                outs.append(self._attend(q[row : row + 1], kr, vr, scaling, gqa, gqa and packed))
             o = torch.cat(outs).transpose(1, 2).reshape(count, 1, -1).contiguous()
             x = x + o_proj(o)
             h = _rms_norm(norm2, x)
             x = x + down(act(gate(h)) * up(h))
         logits: torch.Tensor = self._head(_rms_norm(self._norm, x))
         return logits[:, 0]
+
+    @staticmethod
+    def _attend(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float, gqa: bool, packed: bool
+    ) -> torch.Tensor:
+        """One query token's attention, as the model's own attention implementation runs it."""
+        if packed:
+            return packed_decode(q, k, v, scaling)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None, dropout_p=0.0, scale=scaling, is_causal=False, enable_gqa=gqa
+        )
 
     def mode(self) -> BatchMode:
         """How a batch's rows are made bit for bit each row's own on this CPU (checked once, on
