@@ -53,7 +53,6 @@ import torch
 from bench.decode import RawLoop
 from bench.prefix_cache import QUESTIONS
 from bench.prefix_cache import _run as agent_run
-from counterpoint.runtime.backends._attention import PACKED_SDPA
 from counterpoint.runtime.backends.base import Message, SamplingParams
 from counterpoint.runtime.backends.transformers import TransformersModel
 
@@ -93,11 +92,12 @@ def plain_sdpa(model: TransformersModel) -> Iterator[None]:
     """Run the model on transformers' own ``sdpa`` attention, as it ran before the packed
     one-token attention (``counterpoint.runtime.backends._attention``)."""
     hf = model.hf_model
+    previous = hf.config._attn_implementation
     hf.set_attn_implementation("sdpa")
     try:
         yield
     finally:
-        hf.set_attn_implementation(PACKED_SDPA)
+        hf.set_attn_implementation(previous)
 
 
 async def raw_rate(
@@ -193,8 +193,14 @@ async def single_stream(
                 greedy.setdefault(variant, out)
     median = {v: statistics.median(r) for v, r in rates.items()}
     n = min(len(greedy[v]) for v in ("raw", "after", "before"))
-    same = greedy["raw"][:n] == greedy["after"][:n] == greedy["before"][:n]
-    return {"tokens_per_s": median, "rates": rates, "same_greedy_tokens": same}
+    return {
+        "tokens_per_s": median,
+        "rates": rates,
+        # raw and before run the same kernels; after may round apart in rare low bits (packed
+        # one-token attention, padded one-row projections), so its tokens may part later on
+        "same_greedy_tokens": greedy["raw"][:n] == greedy["before"][:n],
+        "after_same_greedy_tokens": greedy["after"][:n] == greedy["before"][:n],
+    }
 
 
 async def concurrent_sessions(
@@ -364,14 +370,16 @@ async def main(argv: list[str]) -> None:
         "decoder_vs_llamacpp_tokens_per_s_ratio": (
             round(tps["after"] / llama, 3) if llama else None
         ),
-        "same_greedy_tokens_raw_before_after": single["same_greedy_tokens"],
+        "same_greedy_tokens_raw_before": single["same_greedy_tokens"],
+        "same_greedy_tokens_after_before": single["after_same_greedy_tokens"],
         "long_context_tokens": long_tokens,
         "long_context_tokens_per_s": {k: round(v, 2) for k, v in long_tps.items()},
         "long_context_decoder_vs_before_ratio": round(long_tps["after"] / long_tps["before"], 3),
         "long_context_decoder_vs_llamacpp_ratio": (
             round(long_tps["after"] / long_llama, 3) if long_llama else None
         ),
-        "long_context_same_greedy_tokens": long["same_greedy_tokens"],
+        "long_context_same_greedy_tokens_raw_before": long["same_greedy_tokens"],
+        "long_context_same_greedy_tokens_after_before": long["after_same_greedy_tokens"],
         "aggregate_tokens_per_s": {str(n): round(r, 2) for n, r in agg_tps.items()},
         "aggregate_2_vs_single_ratio": round(agg_tps[2] / agg_tps[1], 3),
         "aggregate_4_vs_single_ratio": round(agg_tps[4] / agg_tps[1], 3),

@@ -24,6 +24,8 @@ __all__ = ["PACKED_SDPA", "packed_decode", "use_packed_attention"]
 PACKED_SDPA = "counterpoint_packed_sdpa"
 """The attention implementation name a model runs after :func:`use_packed_attention`."""
 
+_ARCHITECTURES = frozenset({"LlamaForCausalLM"})
+"""Models switched by :func:`use_packed_attention` (those the lean decode step covers)."""
 _REGISTER_LOCK = threading.Lock()
 _registered = False
 
@@ -40,7 +42,7 @@ def packed_decode(
     out = F.scaled_dot_product_attention(
         rows, key, value, attn_mask=None, dropout_p=0.0, scale=scale, is_causal=False
     )
-    return out.reshape(batch, heads, 1, dim)
+    return out.reshape(batch, heads, 1, value.shape[-1])
 
 
 def _packed_sdpa_attention(
@@ -63,7 +65,9 @@ def _packed_sdpa_attention(
         and attention_mask is None
         and groups > 1
         and dropout == 0.0
-        and not any(kwargs.get(k) for k in ("position_bias", "softcap", "output_attentions"))
+        and kwargs.get("position_bias") is None
+        and kwargs.get("softcap") is None
+        and not kwargs.get("output_attentions", False)
     )
     if not plain:
         out: tuple[torch.Tensor, None] = sdpa_attention_forward(
@@ -87,13 +91,20 @@ def _register() -> None:
 
 
 def use_packed_attention(model: Any) -> bool:
-    """Switch a model that runs transformers' ``sdpa`` to :data:`PACKED_SDPA`; True if it runs
-    it now. A model on any other attention is left as it is."""
+    """Switch a Llama-architecture model with grouped queries that runs transformers' ``sdpa``
+    to :data:`PACKED_SDPA`; True if it runs it now. Any other model is left as it is: some
+    architectures branch on the name ``"sdpa"`` itself (sparse or sliced attention)."""
     config = getattr(model, "config", None)
     current = getattr(config, "_attn_implementation", None)
     if current == PACKED_SDPA:
         return True
-    if current != "sdpa" or not hasattr(model, "set_attn_implementation"):
+    if current != "sdpa" or type(model).__name__ not in _ARCHITECTURES:
+        return False
+    heads = getattr(config, "num_attention_heads", None)
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    if not isinstance(heads, int) or not isinstance(kv_heads, int) or heads == kv_heads:
+        return False
+    if not hasattr(model, "set_attn_implementation"):
         return False
     _register()
     model.set_attn_implementation(PACKED_SDPA)

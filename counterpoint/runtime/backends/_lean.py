@@ -6,7 +6,8 @@ machinery. :meth:`LeanDecode.step_many` steps several sequences (each with its o
 own position) in one pass: the projections and the vocabulary head run once on the stacked rows,
 attention runs per sequence on its own keys and values. A batch's logits are bit for bit each
 sequence's own wherever :meth:`LeanDecode.mode` finds a way to make them so on this CPU's kernels
-(checked on the real weights): as they are, or by running every one-row projection as two rows.
+(checked on the real weights): as they are, or by running the one-row projections of the weight
+shapes that need it as two copies of the row.
 Worker thread only.
 """
 
@@ -34,8 +35,10 @@ class LeanDecode:
 
     It runs exactly the tensor operations of transformers' ``LlamaForCausalLM.forward`` for one
     new token on a ``DynamicCache`` with SDPA attention (no mask: a single query attends to every
-    cached position), in the same order and dtypes, so its logits and the keys and values it
-    appends are bit for bit those of the model's own forward (tests/runtime/backends/
+    cached position; packed per key/value head where the model runs
+    :data:`~._attention.PACKED_SDPA`), in the same order and dtypes, so its logits and the keys
+    and values it appends are bit for bit those of the model's own forward (in ``"padded"``
+    mode, below, of that forward for the row in a batch; tests/runtime/backends/
     test_lean_decode.py checks it). What it leaves out is per-call Python overhead: the mask
     builder, output records, keyword plumbing and decorators of every module. The projections are
     still called as modules, so adapters that wrap them (LoRA) keep working.
@@ -234,9 +237,10 @@ class LeanDecode:
 
         - ``"rows"``: every projection gives a row in a batch what it gives that row alone;
         - ``"padded"``: some do not (a one-row matmul takes another kernel), but every pass of
-          two rows or more agrees, so one-row steps run those projections on two copies of the
-          row. Seen on an AMD EPYC with AVX512-BF16, where oneDNN's one-row bf16 kernel sums
-          the 1536 inputs of ``down_proj`` in another order and rounds about 8% of rows apart;
+          two rows or more agrees (probed at 2, 3, 4, 8 and 16 rows), so one-row steps run
+          those projections on two copies of the row. Seen on an AMD EPYC with AVX512-BF16,
+          where oneDNN's one-row bf16 kernel sums the 1536 inputs of ``down_proj`` in another
+          order and rounds about 8% of rows apart;
         - ``"alone"``: neither holds, and sessions are stepped one by one, so answers never
           change with the company they keep.
         """
@@ -356,7 +360,7 @@ class _TwoRows:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != 1:
             return self.linear(x)
-        return self.linear(x.expand(2, *x.shape[1:]))[:1]
+        return self.linear(torch.cat((x, x)))[:1]
 
 
 def _weight(linear: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
@@ -376,24 +380,33 @@ def _row_invariance(
     linear: Callable[[torch.Tensor], torch.Tensor],
 ) -> tuple[tuple[int, ...], bool, bool]:
     """``linear``'s weight shape; whether each probe row alone gives what it gives in a batch;
-    whether two copies of it do."""
+    whether every pass of two rows or more does (two copies of a row, and batches of 3, 4 and 8
+    rows, against one of :data:`_PROBE_ROWS`). A kernel that fails counts as differing."""
     weight = _weight(linear)
     if weight is None or weight.dim() != 2:
         return (), False, False
     shape = tuple(weight.shape)
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn(_PROBE_ROWS, 1, shape[1], generator=generator).to(weight.dtype)
-    with torch.inference_mode():
-        together = linear(probe)
-        alone = padded = True
-        for i in range(_PROBE_ROWS):
-            row = together[i : i + 1]
-            alone = alone and torch.equal(row, linear(probe[i : i + 1]))
-            padded = padded and torch.equal(row, linear(probe[i : i + 1].expand(2, 1, -1))[:1])
+    try:
+        with torch.inference_mode():
+            together = linear(probe)
+            rows = [probe[i : i + 1] for i in range(_PROBE_ROWS)]
+            alone = all(torch.equal(together[i : i + 1], linear(r)) for i, r in enumerate(rows))
+            padded = all(
+                torch.equal(together[i : i + 1], linear(torch.cat((r, r)))[:1])
+                for i, r in enumerate(rows)
+            )
+            padded = padded and all(
+                torch.equal(together[:m], linear(probe[:m])) for m in _PROBE_SIZES
+            )
+    except RuntimeError:  # a kernel that refuses these rows: never batch on it
+        return shape, False, False
     return shape, alone, padded
 
 
-_PROBE_ROWS = 8
+_PROBE_ROWS = 16
+_PROBE_SIZES = (3, 4, 8)
 _LEAN_STEPS: weakref.WeakKeyDictionary[Any, LeanDecode | None] = weakref.WeakKeyDictionary()
 _LEAN_LOCK = threading.Lock()
 

@@ -244,7 +244,7 @@ class TransformersModel:
             hf = apply_adapter(hf, folder)
             label = EMBEDDED_ADAPTER_LABEL if folder == EMBEDDED_ADAPTER else folder.name
             name = f"{name}+{label}"
-        use_packed_attention(hf)  # one-token attention 2-2.5x faster at 1,000-1,500 tokens
+        use_packed_attention(hf)  # Llama: one-token attention 2-2.5x faster at 1,000+ tokens
         return cls(
             hf,
             loaded.tokenizer,
@@ -888,15 +888,7 @@ class TransformersDecoder:
         cache = self._cache
         assert cache is not None  # _check_room refuses a closed decoder
         owner = self._owner
-        lean = owner._lean_step() if len(ids) == 1 and owner.lean_decode else None
-        if lean is not None and lean.fits(cache):
-            self.forward_passes += 1
-            try:
-                with torch.inference_mode():
-                    logits: torch.Tensor = lean.step(ids[0], cache)
-            except BaseException:
-                _truncate(cache, len(self._ids))  # undo a partial update; still usable
-                raise
+        if len(ids) == 1 and (logits := self._lean_pass(cache, ids[0])) is not None:
             self._ids.extend(ids)
             return logits
         chunk = owner.prefill_chunk
@@ -920,10 +912,31 @@ class TransformersDecoder:
             at += size
         return torch.cat([p for p in pieces if p.numel()]) if len(pieces) > 1 else pieces[0]
 
-    def _pass(self, cache: DynamicCache, ids: list[int], keep: int) -> torch.Tensor:
-        """One ``model.forward`` of ``ids`` on ``cache``; the logits after each of the last
-        ``keep`` (an empty ``[0, vocab]`` when 0)."""
+    def _lean_pass(self, cache: DynamicCache, token: int) -> torch.Tensor | None:
+        """The lean step of one token on ``cache`` (its logits, ``[1, vocab]``), or ``None``
+        where the model's forward must run. Every one-token pass goes through it, a decode step
+        or the last piece of a chunked feed alike, so where the lean step pads one-row
+        projections a token's logits never depend on how it was reached."""
         owner = self._owner
+        lean = owner._lean_step() if owner.lean_decode else None
+        if lean is None or not lean.fits(cache):
+            return None
+        self.forward_passes += 1
+        try:
+            with torch.inference_mode():
+                logits: torch.Tensor = lean.step(token, cache)
+        except BaseException:
+            _truncate(cache, len(self._ids))  # undo a partial update; still usable
+            raise
+        return logits
+
+    def _pass(self, cache: DynamicCache, ids: list[int], keep: int) -> torch.Tensor:
+        """One forward pass of ``ids`` on ``cache`` (the lean step for one token, else
+        ``model.forward``); the logits after each of the last ``keep`` (an empty ``[0, vocab]``
+        when 0)."""
+        owner = self._owner
+        if len(ids) == 1 and (lean := self._lean_pass(cache, ids[0])) is not None:
+            return lean if keep else lean[:0]
         self.forward_passes += 1
         try:
             with torch.inference_mode():

@@ -6,6 +6,7 @@ test_lean_decode.py holds them bit for bit)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -106,3 +107,38 @@ def test_the_lean_step_steps_aside_for_an_attention_it_does_not_run(
     finally:
         hf.set_attn_implementation(PACKED_SDPA)
     assert lean.fits(cache)
+
+
+def _tiny(kind: str, kv_heads: int) -> Any:
+    import transformers
+
+    config_cls = getattr(transformers, f"{kind}Config")
+    model_cls = getattr(transformers, f"{kind}ForCausalLM")
+    config = config_cls(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=kv_heads, attn_implementation="sdpa",
+    )  # fmt: skip
+    return model_cls(config).eval()
+
+
+@pytest.mark.parametrize(
+    ("kind", "kv_heads", "switched"),
+    [("Llama", 2, True), ("Llama", 4, False), ("Mistral", 2, False)],
+)
+def test_only_llama_models_with_grouped_queries_are_switched(
+    kind: str, kv_heads: int, switched: bool
+) -> None:
+    model = _tiny(kind, kv_heads)
+    assert use_packed_attention(model) is switched
+    assert model.config._attn_implementation == (PACKED_SDPA if switched else "sdpa")
+    if switched:  # its one-token passes agree with sdpa's within rounding
+        ids = torch.tensor([[1, 5, 9, 2]])
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            model(input_ids=ids, cache=cache, use_cache=True)
+            packed = model(input_ids=torch.tensor([[7]]), cache=cache, use_cache=True).logits
+            model.set_attn_implementation("sdpa")
+            cache = DynamicCache(config=model.config)
+            model(input_ids=ids, cache=cache, use_cache=True)
+            plain = model(input_ids=torch.tensor([[7]]), cache=cache, use_cache=True).logits
+        torch.testing.assert_close(packed, plain)

@@ -4,18 +4,20 @@
 ``model.forward``; these tests hold it to the same logits, the same cached keys and values, and
 the same greedy tokens as transformers' own forward and as a plain Hugging Face greedy loop.
 Where the lean step pads one-row projections to two rows (``LeanDecode.mode() == "padded"``, on
-CPUs whose one-row matmul rounds apart from a batch's), the reference is the model's forward on
-two copies of the sequence, whose rows take the kernel of a batch.
+CPUs whose one-row matmul rounds apart from a batch's), the reference steps the model's forward on
+two copies of the sequence (one prefill, its cache repeated), whose rows take a batch's kernel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
 from transformers import DynamicCache
 
+from counterpoint.runtime.backends._attention import PACKED_SDPA
 from counterpoint.runtime.backends._lean import LeanDecode
 from counterpoint.runtime.backends.base import Message, SamplingParams
 from counterpoint.runtime.backends.transformers import (
@@ -51,23 +53,32 @@ def _copies(model: TransformersModel) -> int:
     return 2 if lean is not None and lean.mode() == "padded" else 1
 
 
+def _copied(cache: DynamicCache, copies: int) -> DynamicCache:
+    """``cache`` with its one sequence repeated ``copies`` times along the batch."""
+    if copies > 1:
+        for layer in cache.layers:
+            layer.keys = layer.keys.repeat(copies, 1, 1, 1)
+            layer.values = layer.values.repeat(copies, 1, 1, 1)
+    return cache
+
+
 def _hf_greedy(model: TransformersModel, ids: list[int], count: int, copies: int = 1) -> list[int]:
-    """A plain Hugging Face greedy loop: one ``model.forward`` per token on a DynamicCache (on
-    ``copies`` copies of the sequence, reading the first)."""
+    """A plain Hugging Face greedy loop: one ``model.forward`` per token on a DynamicCache (the
+    prompt prefilled once; each step on ``copies`` copies of the sequence, reading the first)."""
     hf = model.hf_model
     cache = DynamicCache(config=hf.config)
     arg = cache_argument(hf)
     out: list[int] = []
-    feed = ids
     with torch.inference_mode():
+        logits = hf(input_ids=torch.tensor([ids]), use_cache=True, **{arg: cache}).logits
+        _copied(cache, copies)
         for _ in range(count):
-            rows = torch.tensor([feed] * copies)
-            logits = hf(input_ids=rows, use_cache=True, **{arg: cache}).logits
             token = int(logits[0, -1].argmax())
             if token in model.eos_token_ids:
                 break
             out.append(token)
-            feed = [token]
+            rows = torch.tensor([[token]] * copies)
+            logits = hf(input_ids=rows, use_cache=True, **{arg: cache}).logits
     return out
 
 
@@ -85,17 +96,31 @@ def test_the_embedded_model_has_a_lean_step(model: TransformersModel) -> None:
     assert LeanDecode.build(object()) is None
 
 
-def test_lean_step_is_bit_identical_to_the_forward(model: TransformersModel) -> None:
+@pytest.mark.parametrize("attention", [PACKED_SDPA, "sdpa"])
+def test_lean_step_is_bit_identical_to_the_forward(
+    model: TransformersModel, attention: str
+) -> None:
     hf = model.hf_model
     lean = LeanDecode.build(hf)
     assert lean is not None
-    arg = cache_argument(hf)
     copies = _copies(model)
     ids = _ids(model, PROMPTS[0])
     ours, theirs = DynamicCache(config=hf.config), DynamicCache(config=hf.config)
+    hf.set_attn_implementation(attention)
+    try:
+        _step_against_forward(hf, lean, ids, ours, theirs, copies)
+    finally:
+        hf.set_attn_implementation(PACKED_SDPA)
+
+
+def _step_against_forward(
+    hf: Any, lean: LeanDecode, ids: list[int], ours: DynamicCache, theirs: DynamicCache, copies: int
+) -> None:
+    arg = cache_argument(hf)
     with torch.inference_mode():
-        hf(input_ids=torch.tensor([ids]), use_cache=True, **{arg: ours})
-        hf(input_ids=torch.tensor([ids] * copies), use_cache=True, **{arg: theirs})
+        for cache in (ours, theirs):
+            hf(input_ids=torch.tensor([ids]), use_cache=True, **{arg: cache})
+        _copied(theirs, copies)
         token = ids[-1]
         for _ in range(STEPS):
             assert lean.fits(ours)
