@@ -82,6 +82,15 @@ def _ids(model: TransformersModel, question: str) -> list[int]:
     return model.encode(prompt.text, special_tokens=True)
 
 
+def _prefilled(model: TransformersModel, ids: list[int]) -> DynamicCache:
+    """A cache holding all of ``ids`` but the last (the one a step then feeds)."""
+    hf = model.hf_model
+    cache = DynamicCache(config=hf.config)
+    with torch.inference_mode():
+        hf(input_ids=torch.tensor([ids[:-1]]), use_cache=True, **{cache_argument(hf): cache})
+    return cache
+
+
 # ----------------------------------------------------------------------------- the batched step
 
 
@@ -90,17 +99,9 @@ def test_rows_of_a_batch_are_bit_for_bit_each_rows_own_in_bf16(model: Transforme
     assert lean is not None
     if not lean.batches_exactly():  # the model then steps sessions one by one (tests below hold)
         pytest.skip("this CPU's bf16 matmul gives a batch's rows other bits, padded or not")
-    hf = model.hf_model
     prompts = [_ids(model, q)[: 20 + 7 * i] for i, q in enumerate(QUESTIONS[:3])]
-
-    def prefilled(ids: list[int]) -> DynamicCache:
-        cache = DynamicCache(config=hf.config)
-        with torch.inference_mode():
-            hf(input_ids=torch.tensor([ids[:-1]]), use_cache=True, **{cache_argument(hf): cache})
-        return cache
-
-    alone_caches = [prefilled(p) for p in prompts]
-    batch_caches = [prefilled(p) for p in prompts]
+    alone_caches = [_prefilled(model, p) for p in prompts]
+    batch_caches = [_prefilled(model, p) for p in prompts]
     with torch.inference_mode():
         singles = [lean.step(p[-1], c)[0] for p, c in zip(prompts, alone_caches, strict=True)]
         batch = lean.step_many([p[-1] for p in prompts], batch_caches)
@@ -141,20 +142,12 @@ def test_a_projection_whose_one_row_kernel_differs_is_padded_so_batches_stay_exa
     lean._layers[2] = tuple(layer)
     assert lean.mode() == "padded"
     prompts = [_ids(model, q)[: 18 + 5 * i] for i, q in enumerate(QUESTIONS[:3])]
-    hf = model.hf_model
-
-    def prefilled(ids: list[int]) -> DynamicCache:
-        cache = DynamicCache(config=hf.config)
-        with torch.inference_mode():
-            hf(input_ids=torch.tensor([ids[:-1]]), use_cache=True, **{cache_argument(hf): cache})
-        return cache
-
-    alone_caches = [prefilled(p) for p in prompts]
-    batch_caches = [prefilled(p) for p in prompts]
+    alone_caches = [_prefilled(model, p) for p in prompts]
+    batch_caches = [_prefilled(model, p) for p in prompts]
     with torch.inference_mode():
         singles = [lean.step(p[-1], c) for p, c in zip(prompts, alone_caches, strict=True)]
         batch = lean.step_many([p[-1] for p in prompts], batch_caches)
-        one = lean.step_many([prompts[0][-1]], [prefilled(prompts[0])])
+        one = lean.step_many([prompts[0][-1]], [_prefilled(model, prompts[0])])
     for row, single in enumerate(singles):
         assert torch.equal(batch[row], single[0])
     assert torch.equal(one[0], singles[0][0])
