@@ -202,3 +202,18 @@ def test_hooks_and_changed_weights_keep_the_models_own_semantics(model: Transfor
         with torch.no_grad():
             packed.module.weight.mul_(1)
         assert lean.fits(cache) and packed.current()
+
+
+class _Refusing:
+    """A projection whose kernel refuses the probe's rows."""
+
+    weight = torch.zeros(4, 8, dtype=torch.bfloat16)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no kernel for these rows")
+
+
+def test_a_projection_whose_kernel_fails_the_probe_counts_as_differing() -> None:
+    from counterpoint.runtime.backends._lean import _row_invariance
+
+    assert _row_invariance(_Refusing()) == ((4, 8), False, False)
