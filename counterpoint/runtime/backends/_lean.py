@@ -253,8 +253,9 @@ class LeanDecode:
         return self.mode() != "alone"
 
     def _single_row(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[Any]]:
-        if self._single is None:
-            self._mode, self._single = self._probe()
+        """The head and layers a one-row step runs (probing first, once)."""
+        self.mode()
+        assert self._single is not None  # set with the mode
         return self._single
 
     def _probe(
