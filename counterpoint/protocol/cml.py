@@ -42,6 +42,7 @@ Rules the parser applies (and the session relies on):
 
 from __future__ import annotations
 
+import copy
 import enum
 import re
 from collections.abc import Iterable
@@ -161,6 +162,10 @@ class CMLParser:
     def in_critical_section(self) -> bool:
         """True inside a block (call, model-written interrupt, trap) or a partly matched marker."""
         return self._state is not _State.TEXT or bool(self._buf)
+
+    def copy(self) -> CMLParser:
+        """An independent parser in the same state (the same ids used, the same input held)."""
+        return copy.deepcopy(self)
 
     def reserve_id(self, call_id: str) -> None:
         """Mark ``call_id`` as used: a block that reuses it is an error; it is never generated."""

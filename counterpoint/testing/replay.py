@@ -143,7 +143,7 @@ class ReplayDecoder(TransformersDecoder):
             self._part, self._position = self._owner.encode(part, special_tokens=True), 0
         return False
 
-    def _pick(self, logits: torch.Tensor) -> Choice:
+    def _pick(self, logits: torch.Tensor, refused: Sequence[int] = ()) -> Choice:
         token_id = self._part[self._position]
         self._position += 1
         return Choice(token_id, float("nan"))

@@ -24,6 +24,7 @@ compiled matcher per grammar, keyed on the tools' schemas; each block works on a
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 import warnings
@@ -180,6 +181,18 @@ class CallConstraint:
     def calls(self) -> int:
         """Call blocks opened so far."""
         return self._calls
+
+    @property
+    def writing_freely(self) -> bool:
+        """True outside a call block (the model chooses what comes next)."""
+        return self._state == "free"
+
+    def fork(self) -> CallConstraint:
+        """An independent copy in the same state (for a look-ahead that may be thrown away)."""
+        twin = copy.copy(self)
+        twin._matcher = self._matcher.deep_copy() if self._matcher is not None else None
+        twin.mask_s = list(self.mask_s)
+        return twin
 
     def prepare(self) -> None:
         """Compile what the blocks will need now (the prompt's prefill), not mid-generation."""

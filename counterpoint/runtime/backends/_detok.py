@@ -9,6 +9,7 @@ character until the rest of the character arrives.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,12 @@ class IncrementalDetokenizer:
         self._ids = list(context[-_SEED_TOKENS:])
         self._prefix = 0
         self._read = len(self._ids)
+
+    def fork(self) -> IncrementalDetokenizer:
+        """An independent copy in the same state (for a look-ahead that may be thrown away)."""
+        twin = copy.copy(self)
+        twin._ids = list(self._ids)
+        return twin
 
     def _decode(self, ids: Sequence[int]) -> str:
         text: str = self._tokenizer.decode(

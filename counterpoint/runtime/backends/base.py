@@ -130,6 +130,18 @@ class SamplingParams(BaseModel):
         ),
     )
 
+    repeat_calls: bool = Field(
+        default=False,
+        description=(
+            "Whether the model may write a call it already wrote in this generation (the same "
+            "function with the same arguments). When False, the local backend looks ahead at "
+            "each call block the model starts after its first and, for a repeat, masks the token "
+            "that opened it; until a result or a message is injected it may then open no block. "
+            "A backend that cannot look ahead ignores it (the session's max_identical_calls "
+            "still bounds repeats)."
+        ),
+    )
+
     @field_validator("tool_choice")
     @classmethod
     def _choice(cls, v: str) -> str:

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import hashlib
 import inspect
@@ -36,7 +37,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import torch
 from transformers import DynamicCache
@@ -52,6 +53,7 @@ from counterpoint.runtime.backends._constrain import CallConstraint, Grammars
 from counterpoint.runtime.backends._detok import IncrementalDetokenizer
 from counterpoint.runtime.backends._grammar import CallGrammar, call_grammar
 from counterpoint.runtime.backends._lean import LeanDecode
+from counterpoint.runtime.backends._repeats import CALL_MARKER, CallLedger, opens_marker
 from counterpoint.runtime.backends._sampling import (
     BanTable,
     Choice,
@@ -75,6 +77,8 @@ _T = TypeVar("_T")
 _D = TypeVar("_D", bound="TransformersDecoder")
 _TAIL_MIN = 64
 _CALL_BAN = "[CALL"  # tool_choice="none"
+_MAX_REFUSED = 8  # opening tokens one look-ahead may refuse before it lets the ban decide
+_Outcome = Literal["repeat", "call", "other", "stopped", "unknown"]
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 2**20
 """The byte budget of a model's default prefix cache (least recently used evicted past it)."""
 DEFAULT_MAX_BATCH = 16
@@ -724,6 +728,7 @@ class TransformersDecoder:
         self._constraint = constraint
         self._forced: deque[int] = deque()  # forced ids not fed yet (token-by-token)
         self._fed: deque[int] = deque()  # forced ids fed (jump-forward) but not returned yet
+        self._ledger = CallLedger()
         self._lock = asyncio.Lock()
         self.forward_passes = 0
         """Forward passes run so far (prefills included)."""
@@ -834,6 +839,12 @@ class TransformersDecoder:
     def constraint(self) -> CallConstraint | None:
         """The call-block constraint of this generation (``None`` when it has none)."""
         return self._constraint
+
+    @property
+    def refused_calls(self) -> int:
+        """Repeated calls the look-ahead kept the model from writing (see
+        :attr:`SamplingParams.repeat_calls`)."""
+        return self._ledger.refused
 
     @property
     def stopped(self) -> bool:
@@ -998,6 +1009,7 @@ class TransformersDecoder:
 
     def _extend_sync(self, text: str, special_tokens: bool) -> None:
         self._drop_forced()
+        self._ledger.interrupted()
         ids = self._owner.encode(text, special_tokens=special_tokens)
         feed = ([] if self._pending is None else [self._pending]) + ids
         if feed:
@@ -1022,7 +1034,9 @@ class TransformersDecoder:
         self._pending = None
         self._generated_ids.extend(ids)
         for token_id in ids:
-            self._push_tail(self._detok.push(token_id))
+            piece = self._detok.push(token_id)
+            self._push_tail(piece)
+            self._ledger.feed(piece)
         self._stopped = False
         return logits if keep > 0 else None
 
@@ -1081,10 +1095,16 @@ class TransformersDecoder:
         if logits is None:  # pragma: no cover - the prompt prefill always sets it
             raise CounterpointError("the decoder has no logits: start it again")
         choice = self._pick(logits)
+        ahead: TransformersDecoder | None = None
+        if self._guards_repeats():
+            choice, ahead = self._guard(logits, choice)
         if choice.token_id in self._owner._eos_ids:
             self._stopped = True
             return None
         token = self._emit(choice.token_id, choice.logprob)
+        if ahead is not None:
+            self._adopt(ahead)
+            return token
         self._pending = choice.token_id
         if self._constraint is not None:
             self._constraint.observe(choice.token_id, self._tail)
@@ -1097,6 +1117,7 @@ class TransformersDecoder:
         if self._params.stop and stop_hit(self._params.stop, self._tail, piece):
             self._stopped = True
         self._push_tail(piece)
+        self._ledger.feed(piece)
         return Token(token_id, piece, logprob)
 
     def _emit_forced(self) -> Token:
@@ -1143,9 +1164,16 @@ class TransformersDecoder:
         if self._constraint is not None:
             self._constraint.abandon()
 
-    def _pick(self, logits: torch.Tensor) -> Choice:
-        """Choose the next token (sampling, with banned strings and the grammar masked)."""
+    def _pick(self, logits: torch.Tensor, refused: Sequence[int] = ()) -> Choice:
+        """Choose the next token (sampling, with banned strings, the grammar and ``refused``
+        masked; while calls are closed after a refused repeat, ``[CALL`` too)."""
         banned = self._bans.banned_ids(self._tail) if self._bans is not None else None
+        if self._ledger.closed and (closed := self._owner._ban_table((_CALL_BAN,))) is not None:
+            more = closed.banned_ids(self._tail)
+            banned = more if banned is None else torch.cat((banned, more))
+        if refused:
+            more = torch.tensor(refused, dtype=torch.long)
+            banned = more if banned is None else torch.cat((banned, more))
         allowed = None
         constraint = self._constraint
         if constraint is not None:
@@ -1165,6 +1193,112 @@ class TransformersDecoder:
     def _exhausted(self) -> bool:
         """True when there is nothing left to emit (only replay decoders run out)."""
         return False
+
+    # -- repeated calls: look ahead at each block the model starts after its first ---------------
+
+    def _guards_repeats(self) -> bool:
+        constraint = self._constraint
+        return (
+            not self._params.repeat_calls
+            and constraint is not None
+            and constraint.writing_freely
+            and (self._ledger.blocks > 0 or self._ledger.closed)
+        )
+
+    def _guard(
+        self, logits: torch.Tensor, choice: Choice
+    ) -> tuple[Choice, TransformersDecoder | None]:
+        """Look ahead where ``choice`` starts a call block: a repeat (or, while calls are closed,
+        any block) is refused, its opening token masked and another chosen. Returns the choice
+        and, where the look-ahead wrote what the model will write, the twin that wrote it (so the
+        decoder takes its tokens over instead of computing them again)."""
+        refused: list[int] = []
+        while len(refused) < _MAX_REFUSED:
+            if choice.token_id in self._owner._eos_ids:
+                return choice, None
+            piece = self._detok.fork().push(choice.token_id)
+            if not opens_marker(piece):
+                return choice, None
+            closed = self._ledger.closed
+            twin, outcome = self._look_ahead(choice, whole_block=not closed)
+            if outcome == "repeat" or (closed and outcome == "call"):
+                if self._cache is not None:
+                    _truncate(self._cache, len(self._ids))
+                self._ledger.closed = True
+                self._ledger.refused += 1
+                refused.append(choice.token_id)
+                choice = self._pick(logits, refused)
+                continue
+            if outcome in ("call", "other"):
+                return choice, twin
+            if self._cache is not None:
+                _truncate(self._cache, len(self._ids))  # stopped or out of budget: write it anew
+            return choice, None
+        return choice, None
+
+    def _look_ahead(
+        self, choice: Choice, *, whole_block: bool
+    ) -> tuple[TransformersDecoder, _Outcome]:
+        """Write on a twin, from ``choice`` on, until it is clear whether a block opens: up to
+        ``[CALL]`` (or until the text turns away from it), and with ``whole_block`` on to the
+        block's ``[END]``. The twin grows this decoder's cache (the caller keeps or truncates)."""
+        assert self._pending is None  # the step fed it before choosing
+        twin = self._twin()
+        budget = self._params.max_tokens
+        written = twin._emit(choice.token_id, choice.logprob).text
+        twin._pending = choice.token_id
+        if twin._constraint is not None:
+            twin._constraint.observe(choice.token_id, twin._tail)
+        blocks = twin._ledger.blocks
+        while True:
+            if twin._stopped:
+                return twin, "stopped"
+            if twin._ledger.blocks > blocks:
+                key = twin._ledger.last_key
+                repeat = key is not None and self._ledger.holds(key)
+                return twin, "repeat" if repeat else "call"
+            if CALL_MARKER in written:
+                if not whole_block:
+                    return twin, "call"
+            elif not opens_marker(written):
+                return twin, "other"
+            if len(twin._generated_ids) >= budget:
+                return twin, "unknown"
+            token = twin._step_sync()
+            if token is None:
+                return twin, "stopped"
+            written += token.text
+
+    def _twin(self) -> TransformersDecoder:
+        """A copy of this decoder that shares its cache (and grows it) but nothing else."""
+        twin = copy.copy(self)
+        twin._ids = list(self._ids)
+        twin._generated_ids = list(self._generated_ids)
+        twin._detok = self._detok.fork()
+        twin._generator = torch.Generator().set_state(self._generator.get_state())
+        twin._constraint = self._constraint.fork() if self._constraint is not None else None
+        twin._ledger = self._ledger.fork()
+        twin._ledger.closed = False  # the look-ahead asks what the model would write
+        twin._forced = deque()
+        twin._fed = deque()
+        twin.forward_passes = 0
+        twin.decode_s_total = 0.0
+        return twin
+
+    def _adopt(self, twin: TransformersDecoder) -> None:
+        """Take over what ``twin`` wrote after the token just emitted: its tokens are returned
+        by the next steps without a forward pass, as jump-forward's are."""
+        if twin._pending is not None:
+            twin._feed_pending()
+        written = twin._generated_ids[len(self._generated_ids) :]
+        self._ids = twin._ids
+        self._logits = twin._logits
+        self._pending = None
+        self._fed = deque([*written, *twin._fed])
+        self._forced = twin._forced
+        self._constraint = twin._constraint
+        self._generator = twin._generator
+        self.forward_passes += twin.forward_passes
 
     def _push_tail(self, text: str) -> None:
         if text:

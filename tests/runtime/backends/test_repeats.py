@@ -1,0 +1,182 @@
+"""The local decoder keeps the model from writing a call it already wrote (repeat_calls=False).
+
+The model tests steer the real embedded model along a script (a large bias on the script's next
+token, which the grammar, the bans and the guard still mask), so that it writes a repeat on
+purpose; ``repeat_calls=True`` shows the same script does write it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+import torch
+
+from counterpoint.runtime.backends._repeats import CallLedger, call_key, opens_marker
+from counterpoint.runtime.backends._sampling import Choice
+from counterpoint.runtime.backends.base import Message, SamplingParams
+from counterpoint.runtime.backends.transformers import TransformersDecoder, TransformersModel
+from counterpoint.tools import Toolset, tool
+
+
+@tool
+def get_weather(city: str, unit: str = "celsius") -> dict[str, object]:
+    """The current weather in a city."""
+    return {"city": city, "temp_c": 17}
+
+
+TOOLS = Toolset(get_weather)
+CHAT = [
+    Message(role="system", content="You are helpful."),
+    Message(role="user", content="What is the weather like in Tokyo right now?"),
+]
+TOKYO = '[CALL] c1 [HEAD] get_weather(city="Tokyo") [END]\n'
+AGAIN = '[CALL] c2 [HEAD] get_weather(city="Tokyo") [END]\n'
+
+
+# -- the ledger ---------------------------------------------------------------------------------
+
+
+def test_a_call_key_ignores_spelling_but_not_values() -> None:
+    assert call_key('f(a=1, b="x")') == call_key("f(b='x',  a=1)")
+    assert call_key('{"name": "f", "arguments": {"a": 1, "b": "x"}}') == call_key('f(a=1, b="x")')
+    assert call_key("f(a=1)") != call_key("f(a=2)")
+    assert call_key("f(a=1)") != call_key("g(a=1)")
+    assert call_key("f(a=") is None
+
+
+def test_opens_marker_sees_any_beginning_of_call() -> None:
+    assert opens_marker("[")
+    assert opens_marker(" [C")
+    assert opens_marker("done.[CALL]")
+    assert not opens_marker("[TR")
+    assert not opens_marker("hello")
+
+
+def test_the_ledger_records_blocks_written_in_pieces() -> None:
+    ledger = CallLedger()
+    for piece in ("[", "CALL] c1 [HEAD] f(", "a=1) [E", "ND]\n[TRAP][END]"):
+        ledger.feed(piece)
+    assert ledger.blocks == 1
+    assert ledger.holds(call_key("f(a=1)") or "")
+    assert not ledger.holds(call_key("f(a=2)") or "")
+    twin = ledger.fork()
+    twin.feed("[CALL] c2 [HEAD] f(a=2) [END]")
+    assert twin.blocks == 2 and ledger.blocks == 1  # the fork is independent
+    assert not ledger.holds(call_key("f(a=2)") or "")
+    ledger.closed = True
+    ledger.interrupted()
+    assert not ledger.closed
+
+
+# -- on the real model --------------------------------------------------------------------------
+
+
+class _Steered(TransformersDecoder):
+    """Adds a large bias to the next token of ``script`` while the output written since
+    ``origin`` (a token count) still follows it."""
+
+    script = ""
+    origin = 0
+
+    def _pick(self, logits: torch.Tensor, refused: Sequence[int] = ()) -> Choice:
+        written = self._owner.tokenizer.decode(list(self._generated_ids[self.origin :]))
+        if self.script.startswith(written) and len(self.script) > len(written):
+            steer = self._owner.encode(self.script[len(written) :])[0]
+            logits = logits.clone()
+            logits[steer] += 100.0
+        return super()._pick(logits, refused)
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[TransformersModel]:
+    loaded = TransformersModel.load()
+    yield loaded
+    loaded.close()
+
+
+async def steered(
+    model: TransformersModel, script: str, *, repeat: bool, tokens: int = 60
+) -> _Steered:
+    """Run a steered generation for ``tokens`` tokens (or to its end); return it, closed."""
+    _Steered.script = script
+    params = SamplingParams(max_tokens=tokens, repeat_calls=repeat)
+    prompt = model.render_for(CHAT, TOOLS.specs())
+    constraint = model._constraint(TOOLS.specs(), "auto")
+    decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
+    while await decoder.step() is not None:
+        pass
+    await decoder.close()
+    return decoder
+
+
+def text_of(model: TransformersModel, decoder: TransformersDecoder) -> str:
+    text: str = model.tokenizer.decode(list(decoder.generated_ids))
+    return text
+
+
+@pytest.mark.model
+async def test_a_repeated_call_is_not_written(model: TransformersModel) -> None:
+    free = await steered(model, TOKYO + AGAIN, repeat=True)
+    assert text_of(model, free).startswith(TOKYO + AGAIN)  # the script does repeat the call
+    assert free.refused_calls == 0
+    guarded = await steered(model, TOKYO + AGAIN, repeat=False)
+    text = text_of(model, guarded)
+    assert text.startswith(TOKYO)
+    assert guarded.refused_calls >= 1
+    assert 'get_weather(city="Tokyo")' not in text[len(TOKYO) :]
+    assert "[CALL]" not in text[len(TOKYO) :]  # no block at all until something new arrives
+
+
+@pytest.mark.model
+async def test_a_repeat_after_a_trap_is_refused_too(model: TransformersModel) -> None:
+    script = TOKYO + "[TRAP][END]\n" + AGAIN
+    free = await steered(model, script, repeat=True)
+    assert text_of(model, free).startswith(script)
+    guarded = await steered(model, script, repeat=False)
+    text = text_of(model, guarded)
+    assert guarded.refused_calls >= 1
+    assert text.startswith(TOKYO + "[TRAP][END]")
+    assert 'get_weather(city="Tokyo")' not in text[len(TOKYO) :]
+
+
+@pytest.mark.model
+async def test_a_new_call_costs_no_extra_pass_and_changes_nothing(model: TransformersModel) -> None:
+    """The look-ahead's tokens are taken over, not computed again: where nothing repeats, the
+    guarded generation is the free one token for token, with as many forward passes."""
+    script = TOKYO + '[CALL] c2 [HEAD] get_weather(city="Paris") [END]\n[TRAP][END]\n'
+    free = await steered(model, script, repeat=True)
+    guarded = await steered(model, script, repeat=False)
+    assert text_of(model, free).startswith(script)
+    assert guarded.generated_ids == free.generated_ids
+    assert guarded.forward_passes == free.forward_passes
+    assert guarded.refused_calls == 0
+
+
+@pytest.mark.model
+async def test_an_injected_result_opens_calls_again(model: TransformersModel) -> None:
+    """After a refusal no block opens until something is injected; then a new call may."""
+    _Steered.script = TOKYO + AGAIN
+    params = SamplingParams(max_tokens=160)
+    prompt = model.render_for(CHAT, TOOLS.specs())
+    constraint = model._constraint(TOOLS.specs(), "auto")
+    decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
+    try:
+        written = ""
+        while len(written) <= len(TOKYO) and (token := await decoder.step()) is not None:
+            written += token.text
+        assert decoder.refused_calls == 1
+        assert not written[len(TOKYO) :].startswith("[")
+        await decoder.extend('\n[INTR] c1 [HEAD] {"temp_c": 17} [END]\n')
+        paris = '[CALL] c2 [HEAD] get_weather(city="Paris") [END]'
+        decoder.script, decoder.origin = paris, len(decoder.generated_ids)
+        after = ""
+        for _ in range(40):
+            token = await decoder.step()
+            if token is None or paris in after:
+                break
+            after += token.text
+        assert after.startswith(paris)
+        assert decoder.refused_calls == 1
+    finally:
+        await decoder.close()
