@@ -1220,7 +1220,14 @@ class TransformersDecoder:
             if not opens_marker(piece):
                 return choice, None
             closed = self._ledger.closed
-            twin, outcome = self._look_ahead(choice, whole_block=not closed)
+            try:
+                twin, outcome = self._look_ahead(choice, whole_block=not closed)
+            except CounterpointError:  # no room to look ahead: write on, the step will tell
+                outcome = "unknown"
+            except BaseException:
+                if self._cache is not None:
+                    _truncate(self._cache, len(self._ids))
+                raise
             if outcome == "repeat" or (closed and outcome == "call"):
                 if self._cache is not None:
                     _truncate(self._cache, len(self._ids))
