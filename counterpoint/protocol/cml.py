@@ -163,6 +163,12 @@ class CMLParser:
         """True inside a block (call, model-written interrupt, trap) or a partly matched marker."""
         return self._state is not _State.TEXT or bool(self._buf)
 
+    @property
+    def in_block(self) -> bool:
+        """True inside a call block, a model-written interrupt or a trap (not merely after a
+        partly matched marker)."""
+        return self._state is not _State.TEXT
+
     def copy(self) -> CMLParser:
         """An independent parser in the same state (the same ids used, the same input held)."""
         return copy.deepcopy(self)

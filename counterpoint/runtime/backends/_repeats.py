@@ -14,12 +14,14 @@ calls it holds (by :func:`call_key`), and whether calls are closed for now.
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterable
 
 from counterpoint.protocol.callsyntax import CallSyntaxError, parse_call
-from counterpoint.protocol.cml import CallBlock, CMLParser
+from counterpoint.protocol.cml import CallBlock, CMLParser, MarkupError
 
-__all__ = ["CALL_MARKER", "CallLedger", "call_key", "opens_marker"]
+__all__ = ["CALL_MARKER", "CallLedger", "call_key", "marker_start"]
 
 CALL_MARKER = "[CALL]"
 
@@ -36,10 +38,13 @@ def call_key(body: str) -> str | None:
     )
 
 
-def opens_marker(text: str, marker: str = CALL_MARKER) -> bool:
-    """True when ``text`` (what the model wrote from some token on) holds ``marker`` or ends with
-    a beginning of it: from that token on, the model may be opening a block."""
-    return marker in text or any(text.endswith(marker[:k]) for k in range(1, len(marker)))
+def marker_start(text: str, marker: str = CALL_MARKER) -> int | None:
+    """Where in ``text`` a ``marker`` begins that runs to its end (``text[i:]`` is a non-empty
+    beginning of ``marker``, or all of it); ``None`` when the text does not end inside one."""
+    for i in range(max(0, len(text) - len(marker)), len(text)):
+        if marker.startswith(text[i:]):
+            return i
+    return None
 
 
 class CallLedger:
@@ -47,41 +52,51 @@ class CallLedger:
 
     def __init__(self) -> None:
         self._parser = CMLParser()
-        self._keys: set[str] = set()
+        self._keys: dict[str, str] = {}  # call id -> key
         self.blocks = 0
         """Call blocks written so far (parsed or not)."""
+        self.ended = 0
+        """Blocks that ended so far, as a call or as a protocol error."""
         self.closed = False
         """True after a refused repeat, until something new is injected: no block may open."""
         self.refused = 0
-        """Repeats refused so far."""
+        """Blocks refused so far."""
         self.last_key: str | None = None
         """The key of the last block written (``None`` when it did not parse)."""
 
+    @property
+    def in_block(self) -> bool:
+        """True while the text written so far is inside a block (or a trap)."""
+        return self._parser.in_block
+
     def feed(self, piece: str) -> None:
-        """Record ``piece`` (every block it closes joins the ledger)."""
+        """Record ``piece`` (every call block it closes joins the ledger)."""
         for event in self._parser.feed(piece):
             if isinstance(event, CallBlock):
                 key = call_key(event.body)
                 if key is not None:
-                    self._keys.add(key)
+                    self._keys[event.call_id] = key
                 self.blocks += 1
+                self.ended += 1
                 self.last_key = key
+            elif isinstance(event, MarkupError):
+                self.ended += 1
+                self.last_key = None
 
-    def interrupted(self) -> None:
-        """Text was injected: new information, so blocks may open again."""
+    def interrupted(self, failed: Iterable[str] = ()) -> None:
+        """Text was injected: new information, so blocks may open again. The calls whose ids
+        are in ``failed`` came back as errors: writing them again is a retry, not a repeat."""
         self.closed = False
+        for call_id in failed:
+            self._keys.pop(call_id, None)
 
     def holds(self, key: str) -> bool:
-        """True when a block with this key was written already."""
-        return key in self._keys
+        """True when a block with this key was written already (and did not fail)."""
+        return key in self._keys.values()
 
     def fork(self) -> CallLedger:
         """An independent copy (for a look-ahead that may be thrown away)."""
-        twin = CallLedger.__new__(CallLedger)
+        twin = copy.copy(self)
         twin._parser = self._parser.copy()
-        twin._keys = set(self._keys)
-        twin.blocks = self.blocks
-        twin.closed = self.closed
-        twin.refused = self.refused
-        twin.last_key = self.last_key
+        twin._keys = dict(self._keys)
         return twin

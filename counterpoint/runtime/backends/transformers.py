@@ -43,7 +43,7 @@ import torch
 from transformers import DynamicCache
 
 from counterpoint.core.bus import RunScope
-from counterpoint.core.calls import Interrupt, ToolSpec
+from counterpoint.core.calls import CallResult, Interrupt, ToolSpec
 from counterpoint.errors import ConfigError, CounterpointError
 from counterpoint.protocol.cml import format_interrupts
 from counterpoint.runtime.backends import _loading
@@ -53,7 +53,7 @@ from counterpoint.runtime.backends._constrain import CallConstraint, Grammars
 from counterpoint.runtime.backends._detok import IncrementalDetokenizer
 from counterpoint.runtime.backends._grammar import CallGrammar, call_grammar
 from counterpoint.runtime.backends._lean import LeanDecode
-from counterpoint.runtime.backends._repeats import CALL_MARKER, CallLedger, opens_marker
+from counterpoint.runtime.backends._repeats import CALL_MARKER, CallLedger, marker_start
 from counterpoint.runtime.backends._sampling import (
     BanTable,
     Choice,
@@ -78,6 +78,7 @@ _D = TypeVar("_D", bound="TransformersDecoder")
 _TAIL_MIN = 64
 _CALL_BAN = "[CALL"  # tool_choice="none"
 _MAX_REFUSED = 8  # opening tokens one look-ahead may refuse before it lets the ban decide
+_MARKER_TOKENS = 8  # tokens a look-ahead may take to write [CALL] before it counts as not
 _Outcome = Literal["repeat", "call", "other", "stopped", "unknown"]
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 2**20
 """The byte budget of a model's default prefix cache (least recently used evicted past it)."""
@@ -727,8 +728,10 @@ class TransformersDecoder:
         self._bans: BanTable | None = None
         self._constraint = constraint
         self._forced: deque[int] = deque()  # forced ids not fed yet (token-by-token)
-        self._fed: deque[int] = deque()  # forced ids fed (jump-forward) but not returned yet
+        self._fed: deque[tuple[int, float]] = deque()  # fed (jump-forward) ids not returned yet
+        self._chosen: tuple[int, float] | None = None  # a look-ahead's last token, not fed yet
         self._ledger = CallLedger()
+        self._looking_ahead = False
         self._lock = asyncio.Lock()
         self.forward_passes = 0
         """Forward passes run so far (prefills included)."""
@@ -760,8 +763,13 @@ class TransformersDecoder:
 
     async def inject(self, items: Sequence[Interrupt]) -> None:
         """Prefill results and user messages as neutralised CML interrupts."""
-        if items:
-            await self.extend(format_interrupts(items, self._owner.special_tokens))
+        if not items:
+            return
+        text = format_interrupts(items, self._owner.special_tokens)
+        failed = [i.call.id for i in items if isinstance(i, CallResult) and not i.ok]
+        async with self._lock:
+            self._check_open()
+            await self._owner._run(lambda: self._extend_sync(text, False, failed))
 
     async def extend(self, text: str, *, special_tokens: bool = False) -> None:
         """Prefill ``text`` (plus the pending sampled token) and re-open a stopped generation.
@@ -1007,9 +1015,11 @@ class TransformersDecoder:
             text = owner._tokenizer.decode(ids[-16:], skip_special_tokens=False)
         self._push_tail(text)
 
-    def _extend_sync(self, text: str, special_tokens: bool) -> None:
+    def _extend_sync(self, text: str, special_tokens: bool, failed: Sequence[str] = ()) -> None:
+        """Prefill ``text`` (worker thread); ``failed``: ids of calls it reports failed (so
+        writing one again is a retry, not a repeat)."""
         self._drop_forced()
-        self._ledger.interrupted()
+        self._ledger.interrupted(failed)
         ids = self._owner.encode(text, special_tokens=special_tokens)
         feed = ([] if self._pending is None else [self._pending]) + ids
         if feed:
@@ -1059,6 +1069,8 @@ class TransformersDecoder:
         forced token, the end of a replay), else ``_FORWARD`` (feed the pending token first)."""
         if self._fed:
             return self._emit_fed()
+        if self._chosen is not None:
+            return self._emit_chosen()
         if self._exhausted():
             self._stopped = True
             return None
@@ -1095,7 +1107,7 @@ class TransformersDecoder:
         if logits is None:  # pragma: no cover - the prompt prefill always sets it
             raise CounterpointError("the decoder has no logits: start it again")
         choice = self._pick(logits)
-        ahead: TransformersDecoder | None = None
+        ahead: tuple[TransformersDecoder, list[Token]] | None = None
         if self._guards_repeats():
             choice, ahead = self._guard(logits, choice)
         if choice.token_id in self._owner._eos_ids:
@@ -1103,7 +1115,7 @@ class TransformersDecoder:
             return None
         token = self._emit(choice.token_id, choice.logprob)
         if ahead is not None:
-            self._adopt(ahead)
+            self._adopt(*ahead)
             return token
         self._pending = choice.token_id
         if self._constraint is not None:
@@ -1134,12 +1146,12 @@ class TransformersDecoder:
         feed = ([] if self._pending is None else [self._pending]) + ids
         self._logits = self._forward(feed)
         self._pending = None
-        self._fed.extend(ids)
+        self._fed.extend((i, 0.0) for i in ids)
         return self._emit_fed()
 
     def _emit_fed(self) -> Token:
         """Return the next token fed by jump-forward (no forward pass)."""
-        token = self._emit(self._fed.popleft(), 0.0)
+        token = self._emit(*self._fed.popleft())
         if self._stopped:  # a stop string inside the chunk: the rest of it is not written
             self._unfeed()
         return token
@@ -1147,6 +1159,7 @@ class TransformersDecoder:
     def _unfeed(self) -> None:
         """Drop fed tokens not returned yet from the context; the last returned one is pending
         again (as a sampled token is), so the context is exactly what the caller was given."""
+        self._chosen = None  # a look-ahead's token not returned: the logits it came from stay
         if not self._fed:
             return
         keep = len(self._ids) - len(self._fed) - 1
@@ -1198,86 +1211,95 @@ class TransformersDecoder:
 
     def _guards_repeats(self) -> bool:
         constraint = self._constraint
+        ledger = self._ledger
         return (
             not self._params.repeat_calls
+            and not self._looking_ahead
             and constraint is not None
             and constraint.writing_freely
-            and (self._ledger.blocks > 0 or self._ledger.closed)
+            and not ledger.in_block
+            and (ledger.blocks > 0 or ledger.closed)
         )
 
     def _guard(
         self, logits: torch.Tensor, choice: Choice
-    ) -> tuple[Choice, TransformersDecoder | None]:
+    ) -> tuple[Choice, tuple[TransformersDecoder, list[Token]] | None]:
         """Look ahead where ``choice`` starts a call block: a repeat (or, while calls are closed,
         any block) is refused, its opening token masked and another chosen. Returns the choice
-        and, where the look-ahead wrote what the model will write, the twin that wrote it (so the
-        decoder takes its tokens over instead of computing them again)."""
+        and, where the look-ahead wrote what the model will write, the twin that wrote it and
+        its tokens after ``choice`` (the decoder takes them over instead of computing them
+        again). Every pass a look-ahead runs counts in :attr:`forward_passes`."""
         refused: list[int] = []
-        while len(refused) < _MAX_REFUSED:
-            if choice.token_id in self._owner._eos_ids:
-                return choice, None
+        while len(refused) < _MAX_REFUSED and choice.token_id not in self._owner._eos_ids:
             piece = self._detok.fork().push(choice.token_id)
-            if not opens_marker(piece):
-                return choice, None
+            text = self._tail[-(len(CALL_MARKER) - 1) :] + piece
+            at = marker_start(text)
+            if at is None:
+                break
             closed = self._ledger.closed
+            twin = self._twin()
             try:
-                twin, outcome = self._look_ahead(choice, whole_block=not closed)
+                outcome, tokens = self._look_ahead(twin, choice, text[at:], whole_block=not closed)
             except CounterpointError:  # no room to look ahead: write on, the step will tell
-                outcome = "unknown"
+                outcome, tokens = "unknown", []
             except BaseException:
-                if self._cache is not None:
-                    _truncate(self._cache, len(self._ids))
+                self._truncate_to_context()
                 raise
+            finally:
+                self.forward_passes += twin.forward_passes
             if outcome == "repeat" or (closed and outcome == "call"):
-                if self._cache is not None:
-                    _truncate(self._cache, len(self._ids))
+                self._truncate_to_context()
                 self._ledger.closed = True
                 self._ledger.refused += 1
                 refused.append(choice.token_id)
                 choice = self._pick(logits, refused)
                 continue
-            if outcome in ("call", "other"):
-                return choice, twin
-            if self._cache is not None:
-                _truncate(self._cache, len(self._ids))  # stopped or out of budget: write it anew
-            return choice, None
+            if tokens or (outcome != "unknown" and twin._pending is None):
+                return choice, (twin, tokens)  # what it wrote is what the model will write
+            self._truncate_to_context()
+            break
         return choice, None
 
     def _look_ahead(
-        self, choice: Choice, *, whole_block: bool
-    ) -> tuple[TransformersDecoder, _Outcome]:
-        """Write on a twin, from ``choice`` on, until it is clear whether a block opens: up to
-        ``[CALL]`` (or until the text turns away from it), and with ``whole_block`` on to the
-        block's ``[END]``. The twin grows this decoder's cache (the caller keeps or truncates)."""
+        self, twin: TransformersDecoder, choice: Choice, lead: str, *, whole_block: bool
+    ) -> tuple[_Outcome, list[Token]]:
+        """Write on ``twin``, from ``choice`` on, until it is clear whether a block opens: up to
+        ``[CALL]`` (or until the text, from the marker's start ``lead``, turns away from it),
+        and with ``whole_block`` on to the end of the block. Returns the outcome and the tokens
+        written after ``choice``. The twin grows this decoder's cache (the caller keeps or
+        truncates it)."""
         assert self._pending is None  # the step fed it before choosing
-        twin = self._twin()
-        budget = self._params.max_tokens
-        written = twin._emit(choice.token_id, choice.logprob).text
+        ended = twin._ledger.ended
+        twin._emit(choice.token_id, choice.logprob)
         twin._pending = choice.token_id
         if twin._constraint is not None:
             twin._constraint.observe(choice.token_id, twin._tail)
-        blocks = twin._ledger.blocks
+        written, tokens = lead, list[Token]()
         while True:
             if twin._stopped:
-                return twin, "stopped"
-            if twin._ledger.blocks > blocks:
+                return "stopped", tokens
+            if twin._ledger.ended > ended:
                 key = twin._ledger.last_key
                 repeat = key is not None and self._ledger.holds(key)
-                return twin, "repeat" if repeat else "call"
-            if CALL_MARKER in written:
+                return ("repeat" if repeat else "call"), tokens
+            if written.startswith(CALL_MARKER):
                 if not whole_block:
-                    return twin, "call"
-            elif not opens_marker(written):
-                return twin, "other"
-            if len(twin._generated_ids) >= budget:
-                return twin, "unknown"
+                    return "call", tokens
+            elif not CALL_MARKER.startswith(written) or len(tokens) >= _MARKER_TOKENS:
+                return "other", tokens
+            if len(twin._generated_ids) >= self._params.max_tokens:
+                return "unknown", tokens
+            state = twin._generator.get_state()
             token = twin._step_sync()
-            if token is None:
-                return twin, "stopped"
+            if token is None:  # end of sequence: the decoder will choose it again, so the
+                twin._generator.set_state(state)  # generator goes back to before the choice
+                return "stopped", tokens
+            tokens.append(token)
             written += token.text
 
     def _twin(self) -> TransformersDecoder:
-        """A copy of this decoder that shares its cache (and grows it) but nothing else."""
+        """A copy of this decoder that shares its cache (and grows it) but nothing else; it
+        looks ahead of nothing itself."""
         twin = copy.copy(self)
         twin._ids = list(self._ids)
         twin._generated_ids = list(self._generated_ids)
@@ -1286,26 +1308,44 @@ class TransformersDecoder:
         twin._constraint = self._constraint.fork() if self._constraint is not None else None
         twin._ledger = self._ledger.fork()
         twin._ledger.closed = False  # the look-ahead asks what the model would write
+        twin._looking_ahead = True
         twin._forced = deque()
         twin._fed = deque()
+        twin._chosen = None
         twin.forward_passes = 0
         twin.decode_s_total = 0.0
         return twin
 
-    def _adopt(self, twin: TransformersDecoder) -> None:
-        """Take over what ``twin`` wrote after the token just emitted: its tokens are returned
-        by the next steps without a forward pass, as jump-forward's are."""
-        if twin._pending is not None:
-            twin._feed_pending()
-        written = twin._generated_ids[len(self._generated_ids) :]
+    def _adopt(self, twin: TransformersDecoder, tokens: list[Token]) -> None:
+        """Take over what ``twin`` wrote after the token just emitted: the next steps return
+        its ``tokens`` without a forward pass; the last, where the twin had not fed it yet,
+        becomes pending when returned, as a sampled token does."""
         self._ids = twin._ids
         self._logits = twin._logits
         self._pending = None
-        self._fed = deque([*written, *twin._fed])
+        fed = tokens
+        self._chosen = None
+        if twin._pending is not None:
+            *fed, last = tokens
+            self._chosen = (last.id, last.logprob or 0.0)
+        self._fed = deque([*((t.id, t.logprob or 0.0) for t in fed), *twin._fed])
         self._forced = twin._forced
         self._constraint = twin._constraint
         self._generator = twin._generator
-        self.forward_passes += twin.forward_passes
+
+    def _emit_chosen(self) -> Token:
+        """Return the token a look-ahead chose last; it is pending now (not fed yet)."""
+        assert self._chosen is not None
+        token_id, logprob = self._chosen
+        self._chosen = None
+        token = self._emit(token_id, logprob)
+        self._pending = token_id
+        return token
+
+    def _truncate_to_context(self) -> None:
+        """Drop what a look-ahead added to the cache past this decoder's context."""
+        if self._cache is not None:
+            _truncate(self._cache, len(self._ids))
 
     def _push_tail(self, text: str) -> None:
         if text:

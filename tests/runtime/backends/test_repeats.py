@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 import pytest
 import torch
 
+from counterpoint.core.calls import Call, CallResult
 from counterpoint.errors import CounterpointError
-from counterpoint.runtime.backends._repeats import CallLedger, call_key, opens_marker
+from counterpoint.runtime.backends._repeats import CallLedger, call_key, marker_start
 from counterpoint.runtime.backends._sampling import Choice
 from counterpoint.runtime.backends.base import Message, SamplingParams
 from counterpoint.runtime.backends.transformers import TransformersDecoder, TransformersModel
@@ -46,12 +47,13 @@ def test_a_call_key_ignores_spelling_but_not_values() -> None:
     assert call_key("f(a=") is None
 
 
-def test_opens_marker_sees_any_beginning_of_call() -> None:
-    assert opens_marker("[")
-    assert opens_marker(" [C")
-    assert opens_marker("done.[CALL]")
-    assert not opens_marker("[TR")
-    assert not opens_marker("hello")
+def test_marker_start_finds_a_call_marker_still_being_written() -> None:
+    assert marker_start("[") == 0
+    assert marker_start("done. [C") == 6
+    assert marker_start("done.[CALL]") == 5
+    assert marker_start("[[") == 1  # the second may still open one
+    assert marker_start("[TR") is None
+    assert marker_start("hello") is None
 
 
 def test_the_ledger_records_blocks_written_in_pieces() -> None:
@@ -68,6 +70,17 @@ def test_the_ledger_records_blocks_written_in_pieces() -> None:
     ledger.closed = True
     ledger.interrupted()
     assert not ledger.closed
+    ledger.interrupted(failed=["c1"])  # c1 failed: writing it again is a retry
+    assert not ledger.holds(call_key("f(a=1)") or "")
+
+
+def test_a_broken_block_ends_the_ledger_s_block_too() -> None:
+    ledger = CallLedger()
+    ledger.feed("[CALL] c1 [HEAD] [END]")  # an empty body: a protocol error, not a call
+    assert ledger.blocks == 0 and ledger.ended == 1 and ledger.last_key is None
+    assert not ledger.in_block
+    ledger.feed("[CALL] c2 [HEAD] f(")
+    assert ledger.in_block
 
 
 # -- on the real model --------------------------------------------------------------------------
@@ -97,11 +110,16 @@ def model() -> Iterator[TransformersModel]:
 
 
 async def steered(
-    model: TransformersModel, script: str, *, repeat: bool, tokens: int = 60
+    model: TransformersModel,
+    script: str,
+    *,
+    repeat: bool,
+    tokens: int = 60,
+    temperature: float = 0.0,
 ) -> _Steered:
     """Run a steered generation for ``tokens`` tokens (or to its end); return it, closed."""
     _Steered.script = script
-    params = SamplingParams(max_tokens=tokens, repeat_calls=repeat)
+    params = SamplingParams(max_tokens=tokens, repeat_calls=repeat, temperature=temperature, seed=7)
     prompt = model.render_for(CHAT, TOOLS.specs())
     constraint = model._constraint(TOOLS.specs(), "auto")
     decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
@@ -142,16 +160,69 @@ async def test_a_repeat_after_a_trap_is_refused_too(model: TransformersModel) ->
 
 
 @pytest.mark.model
-async def test_a_new_call_costs_no_extra_pass_and_changes_nothing(model: TransformersModel) -> None:
+@pytest.mark.parametrize(
+    ("jump", "temperature"),
+    [(True, 0.0), (False, 0.0), (True, 0.9)],
+    ids=["jump", "one", "sampled"],
+)
+async def test_a_new_call_costs_no_extra_pass_and_changes_nothing(
+    model: TransformersModel, jump: bool, temperature: float
+) -> None:
     """The look-ahead's tokens are taken over, not computed again: where nothing repeats, the
-    guarded generation is the free one token for token, with as many forward passes."""
+    guarded generation is the free one token for token (sampled ones too), with as many forward
+    passes (every pass a look-ahead runs counts)."""
     script = TOKYO + '[CALL] c2 [HEAD] get_weather(city="Paris") [END]\n[TRAP][END]\n'
-    free = await steered(model, script, repeat=True)
-    guarded = await steered(model, script, repeat=False)
+    model.jump_forward = jump
+    try:
+        free = await steered(model, script, repeat=True, temperature=temperature, tokens=80)
+        guarded = await steered(model, script, repeat=False, temperature=temperature, tokens=80)
+    finally:
+        model.jump_forward = True
     assert text_of(model, free).startswith(script)
     assert guarded.generated_ids == free.generated_ids
     assert guarded.forward_passes == free.forward_passes
     assert guarded.refused_calls == 0
+
+
+@pytest.mark.model
+async def test_a_run_of_brackets_is_looked_at_one_marker_at_a_time(
+    model: TransformersModel,
+) -> None:
+    """Each look-ahead follows only the marker its token began: a run of '[' costs nothing."""
+    script = TOKYO + "[" * 30
+    free = await steered(model, script, repeat=True, tokens=50)
+    guarded = await steered(model, script, repeat=False, tokens=50)
+    assert text_of(model, free).startswith(TOKYO + "[" * 10)
+    assert guarded.generated_ids == free.generated_ids
+    assert guarded.forward_passes == free.forward_passes
+
+
+@pytest.mark.model
+async def test_a_call_that_failed_may_be_written_again(model: TransformersModel) -> None:
+    _Steered.script = TOKYO
+    params = SamplingParams(max_tokens=120)
+    prompt = model.render_for(CHAT, TOOLS.specs())
+    constraint = model._constraint(TOOLS.specs(), "auto")
+    decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
+    try:
+        written = ""
+        while len(written) < len(TOKYO) and (token := await decoder.step()) is not None:
+            written += token.text
+        assert written == TOKYO
+        call = Call(id="c1", name="get_weather", arguments={"city": "Tokyo"})
+        await decoder.inject([CallResult(call=call, ok=False, text="timed out", error="timeout")])
+        retry = '[CALL] c2 [HEAD] get_weather(city="Tokyo") [END]'
+        decoder.script, decoder.origin = retry, len(decoder.generated_ids)
+        after = ""
+        for _ in range(40):
+            token = await decoder.step()
+            if token is None or retry in after:
+                break
+            after += token.text
+        assert after.startswith(retry)
+        assert decoder.refused_calls == 0
+    finally:
+        await decoder.close()
 
 
 @pytest.mark.model
