@@ -19,11 +19,13 @@ On the embedded SmolLM2-135M-Instruct (the default dtype, the thread count
   (what batched decoding must keep);
 - time to first token of a second run of the same agent, prefix cache on against off
   (``bench/prefix_cache.py``'s workload, on and off alternating);
+- the prefill of the ~1,000-token prompt on one thread against ``prefill_threads`` (every
+  core; decode steps keep one free), alternating, and whether the greedy tokens after it agree;
 - the async speedup on the real model with this decoder: teacher-forced replay of the parallel
   set (``bench/_replay.py``), sync against async;
 - eval throughput: cases per minute of ``run_bfcl`` on the same BFCL ``simple_python`` cases in
-  ``sync`` mode at concurrency 4 against 1 (one loaded model for both), and whether every
-  verdict is the same.
+  ``sync`` mode at concurrency 4 against 1 (one loaded model for both), at 4 with prefill on
+  one thread against every core, and whether every verdict is the same.
 
 Batched decoding is what makes the aggregate and eval figures grow: the decoders that want a
 token in the same tick share one forward pass (``TransformersModel.batch_decode``); its number of
@@ -279,8 +281,39 @@ async def replay(tasks: int) -> dict[str, Any]:
     return {"speedup": totals["sync"] / totals["async"], **totals}
 
 
+async def prefill_rate(model: TransformersModel, reps: int) -> dict[str, Any]:
+    """Prefill of the ~1,000-token prompt on one thread against ``model.prefill_threads``
+    (alternating), and whether the greedy tokens after it agree."""
+    ids = prompt_ids(model, LONG_QUESTION)
+    threads = model.prefill_threads
+    seconds: dict[int, list[float]] = {1: [], threads: []}
+    tokens: dict[int, list[int]] = {}
+    try:
+        for _ in range(reps):
+            for count in seconds:
+                model.prefill_threads = count
+                decoder = await model.start_tokens(ids, SamplingParams(max_tokens=16))
+                seconds[count].append(decoder.last_prefill_s or 0.0)
+                out = []
+                while (token := await decoder.step()) is not None:
+                    out.append(token.id)
+                tokens.setdefault(count, out)
+                await decoder.close()
+    finally:
+        model.prefill_threads = threads
+    one, many = statistics.median(seconds[1]), statistics.median(seconds[threads])
+    return {
+        "threads": threads,
+        "one_s": one,
+        "many_s": many,
+        "speedup": one / many if many else 0.0,
+        "same_greedy_tokens": tokens[1] == tokens[threads],
+    }
+
+
 async def eval_rate(cases: int) -> dict[str, Any]:
-    """Cases per minute of run_bfcl at concurrency 4 against 1, on one loaded model."""
+    """Cases per minute of run_bfcl at concurrency 4 against 1, on one loaded model; and at 4
+    with prefill on one thread (``prefill_threads=1``) against its default."""
     import tempfile
 
     from counterpoint.evals._models import case_models
@@ -289,24 +322,30 @@ async def eval_rate(cases: int) -> dict[str, Any]:
 
     config = EvalConfig(categories=("simple_python",), modes=("sync",), limit=cases, max_tokens=96)
     source = case_models("embedded")
-    per_min: dict[int, float] = {}
-    verdicts: dict[int, list[tuple[str, bool, str | None]]] = {}
+    model = getattr(source, "model", None)
+    threads = getattr(model, "prefill_threads", 1)
+    per_min: dict[str, float] = {}
+    verdicts: dict[str, list[tuple[str, bool, str | None]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for concurrency in (1, 4):
-            tracer = SQLiteTracer(Path(folder) / f"c{concurrency}.db")
+        for label, concurrency, prefill in (("1", 1, threads), ("4", 4, threads), ("4_one", 4, 1)):
+            if model is not None:
+                model.prefill_threads = prefill
+            tracer = SQLiteTracer(Path(folder) / f"{label}.db")
             began = time.perf_counter()
             outcome = await run_bfcl(config, tracer, concurrency=concurrency, models=source)
             elapsed = time.perf_counter() - began
             tracer.close()
-            per_min[concurrency] = len(outcome.results) / elapsed * 60
-            verdicts[concurrency] = sorted(
+            per_min[label] = len(outcome.results) / elapsed * 60
+            verdicts[label] = sorted(
                 (r.case_id, r.correct, r.failure_reason) for r in outcome.results
             )
+    if model is not None:
+        model.prefill_threads = threads
     return {
         "cases_per_min": per_min,
-        "same_verdicts": verdicts[1] == verdicts[4],
-        "correct": sum(v[1] for v in verdicts[1]),
-        "cases": len(verdicts[1]),
+        "same_verdicts": verdicts["1"] == verdicts["4"] == verdicts["4_one"],
+        "correct": sum(v[1] for v in verdicts["1"]),
+        "cases": len(verdicts["1"]),
     }
 
 
@@ -335,6 +374,7 @@ async def main(argv: list[str]) -> None:
     ticks, steps = (b - a for a, b in zip((ticks0, steps0), model.batch_stats, strict=True))
     batched = model.batched_rows - rows0
     first = await ttft(model, ttft_reps)
+    prefill = await prefill_rate(model, reps + 1)
     model.close()
     replayed = await replay(3 if args.quick else 6)
     evals = await eval_rate(12 if args.quick else 20)
@@ -352,6 +392,10 @@ async def main(argv: list[str]) -> None:
         print(f"{n} concurrent sessions: {rate:7.2f} tok/s in total")
     print(f"mean batch size in the aggregate runs: {steps / max(1, ticks):.2f}")
     print(f"TTFT prefix cache off {first['off_s']:.3f}s, on {first['on_s']:.3f}s")
+    print(
+        f"prefill of {long_tokens} tokens: 1 thread {prefill['one_s']:.3f}s, "
+        f"{prefill['threads']} threads {prefill['many_s']:.3f}s"
+    )
     print(f"replay, parallel set: sync {replayed['sync']:.2f}s, async {replayed['async']:.2f}s")
     print(f"eval cases/min: {evals['cases_per_min']}, same verdicts: {evals['same_verdicts']}")
     if llama_error:
@@ -391,9 +435,17 @@ async def main(argv: list[str]) -> None:
         "ttft_prefix_cache_speedup": round(first["speedup"], 2),
         "ttft_prefix_cache_on_s": round(first["on_s"], 4),
         "ttft_prefix_cache_off_s": round(first["off_s"], 4),
+        "prefill_threads": prefill["threads"],
+        "prefill_threads_speedup": round(prefill["speedup"], 3),
+        "prefill_threads_same_greedy_tokens": prefill["same_greedy_tokens"],
         "replay_speedup_async_vs_sync_parallel_set": round(replayed["speedup"], 3),
         "eval_cases_per_min": {str(k): round(v, 2) for k, v in evals["cases_per_min"].items()},
-        "eval_cases_per_min_ratio": round(evals["cases_per_min"][4] / evals["cases_per_min"][1], 3),
+        "eval_cases_per_min_ratio": round(
+            evals["cases_per_min"]["4"] / evals["cases_per_min"]["1"], 3
+        ),
+        "eval_prefill_threads_ratio": round(
+            evals["cases_per_min"]["4"] / evals["cases_per_min"]["4_one"], 3
+        ),
         "eval_same_verdicts": evals["same_verdicts"],
         "eval_correct": f"{evals['correct']}/{evals['cases']}",
         "quick": args.quick,

@@ -174,6 +174,11 @@ class _Shared:
         self._model = model
 
     @property
+    def model(self) -> Model:
+        """The model every case runs on."""
+        return self._model
+
+    @property
     def name(self) -> str:
         return self._model.name
 

@@ -46,11 +46,15 @@ ToolsOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the data and of training.")]
 
 
-def _data(out: Path, n: int, held_out: int, seed: int, tools: str | None) -> dict[str, Any]:
+def _data(
+    out: Path, n: int, held_out: int, seed: int, tools: str | None, shapes: str | None = None
+) -> dict[str, Any]:
     from counterpoint.finetune.commands import prepare_data
+    from counterpoint.finetune.data import parse_shapes
 
+    weights = parse_shapes(shapes) if shapes is not None else None
     with _console.status(f"generating {n} + {held_out} samples in {out}"):
-        return prepare_data(out, n=n, seed=seed, held_out=held_out, tools=tools)
+        return prepare_data(out, n=n, seed=seed, held_out=held_out, tools=tools, shapes=weights)
 
 
 @finetune_app.command("data")
@@ -60,9 +64,18 @@ def data_command(
     held_out: Annotated[int, typer.Option("--held-out", min=0, help="Held-out samples.")] = 200,
     seed: SeedOpt = 0,
     tools: ToolsOpt = None,
+    shapes: Annotated[
+        str | None,
+        typer.Option(
+            "--shapes",
+            help="Weigh the training samples' shapes, e.g. 'single=3,no_call=2,parallel=1' "
+            "(shapes left out are not drawn; default: the recipe's mix). The held-out set "
+            "keeps the default mix.",
+        ),
+    ] = None,
 ) -> None:
     """Write train.jsonl, held_out.jsonl and manifest.json (with each file's sha256)."""
-    manifest = _data(out, n, held_out, seed, tools)
+    manifest = _data(out, n, held_out, seed, tools, shapes)
     typer.echo(json.dumps(manifest, indent=2))
 
 

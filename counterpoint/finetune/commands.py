@@ -9,9 +9,11 @@ that reads these files.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from counterpoint.errors import ConfigError
 from counterpoint.finetune import library
 from counterpoint.finetune.data import build_dataset, summarise, write_jsonl
 from counterpoint.finetune.traces import Sample
@@ -40,13 +42,16 @@ def prepare_data(
     *,
     tools: str | Toolset | None = None,
     execute: bool = False,
+    shapes: Sequence[tuple[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Write ``train.jsonl`` (``n`` samples), ``held_out.jsonl`` and ``manifest.json`` to ``out``.
 
     ``tools`` is a user's toolset (or its ``pkg.mod:attr`` path) to build the data over instead
     of the project's library, with generic questions (:mod:`counterpoint.finetune.usertools`;
     its held-out split uses the same tools with other values); ``execute`` runs the user's real
-    tools for the results instead of making them up from the return types.
+    tools for the results instead of making them up from the return types. ``shapes`` weighs the
+    training samples' shapes (:func:`~counterpoint.finetune.data.parse_shapes`); the held-out
+    set keeps the default mix, so its figures stay comparable.
 
     Returns the manifest: per file its path, sha256 and summary, plus the seed and the library.
     """
@@ -56,9 +61,15 @@ def prepare_data(
     if tools is None:
         manifest["library"] = library_summary()
         splits = {
-            split: build_dataset(count, seed, split)  # type: ignore[arg-type]
-            for split, count in (("train", n), ("held_out", held_out))
+            "train": build_dataset(n, seed, "train", shapes),
+            "held_out": build_dataset(held_out, seed, "held_out"),
         }
+        if shapes is not None:
+            manifest["shapes"] = dict(shapes)
+    elif shapes is not None:
+        raise ConfigError(
+            "--shapes weighs the project library's samples: leave it out with --tools"
+        )
     else:
         from counterpoint.finetune.usertools import build_user_dataset, load_toolset, user_catalog
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from counterpoint.errors import ConfigError
 from counterpoint.finetune.library import SPLITS, Split
-from counterpoint.finetune.traces import Sample, Segment, generate_sample
+from counterpoint.finetune.traces import SHAPES, Sample, Segment, generate_sample
 
 __all__ = [
     "IGNORE_INDEX",
@@ -36,6 +36,7 @@ __all__ = [
     "dataset_hash",
     "encode_sample",
     "jsonl_lines",
+    "parse_shapes",
     "read_jsonl",
     "summarise",
     "write_jsonl",
@@ -49,16 +50,48 @@ def _rng(seed: int, split: Split, index: int) -> random.Random:
     return random.Random(f"counterpoint-finetune/{seed}/{split}/{index}")
 
 
-def build_dataset(n: int, seed: int = 0, split: Split = "train") -> list[Sample]:
-    """``n`` samples over the functions of ``split`` (``"train"`` or ``"held_out"``).
+def build_dataset(
+    n: int,
+    seed: int = 0,
+    split: Split = "train",
+    shapes: Sequence[tuple[str, float]] | None = None,
+) -> list[Sample]:
+    """``n`` samples over the functions of ``split`` (``"train"`` or ``"held_out"``);
+    ``shapes`` weighs the samples' shapes (see :func:`parse_shapes`) instead of the default mix.
 
-    Deterministic: the same ``(n, seed, split)`` gives the same samples on every machine.
+    Deterministic: the same ``(n, seed, split, shapes)`` gives the same samples on every machine.
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     if n < 0:
         raise ConfigError(f"the number of samples must be >= 0, got {n}")
-    return [generate_sample(_rng(seed, split, i), split, f"{split}-{seed}-{i}") for i in range(n)]
+    return [
+        generate_sample(_rng(seed, split, i), split, f"{split}-{seed}-{i}", shapes=shapes)
+        for i in range(n)
+    ]
+
+
+def parse_shapes(text: str) -> tuple[tuple[str, float], ...]:
+    """``"single=3,no_call=2,parallel=1"`` as (shape, weight) pairs; a shape left out is not
+    drawn. A ``ConfigError`` names an unknown shape or a bad weight."""
+    pairs: list[tuple[str, float]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if name not in SHAPES:
+            raise ConfigError(f"unknown shape {name!r} in --shapes: use {', '.join(SHAPES)}")
+        try:
+            value = float(weight) if sep else 1.0
+        except ValueError:
+            raise ConfigError(f"--shapes: {part!r} needs a number after '='") from None
+        if not value >= 0 or value == float("inf"):
+            raise ConfigError(f"--shapes: the weight of {name} must be a number >= 0")
+        pairs.append((name, value))
+    if not pairs or sum(w for _, w in pairs) <= 0:
+        raise ConfigError("--shapes needs at least one shape with a weight above 0")
+    return tuple(pairs)
 
 
 def jsonl_lines(samples: Iterable[Sample]) -> list[str]:

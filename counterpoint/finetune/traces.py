@@ -53,6 +53,7 @@ from counterpoint.tools import FunctionTool
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
+    "SHAPES",
     "Catalog",
     "Kind",
     "Sample",
@@ -715,13 +716,17 @@ _SHAPES: tuple[tuple[str, float], ...] = (
 )
 
 
-def _pick_shape(rng: random.Random) -> str:
-    r = rng.random() * sum(w for _, w in _SHAPES)
-    for name, weight in _SHAPES:
+SHAPES: tuple[str, ...] = tuple(name for name, _ in _SHAPES)
+"""Every shape a sample can have (``generate_sample``'s ``shapes`` weighs them)."""
+
+
+def _pick_shape(rng: random.Random, shapes: Sequence[tuple[str, float]] = _SHAPES) -> str:
+    r = rng.random() * sum(w for _, w in shapes)
+    for name, weight in shapes:
         r -= weight
         if r <= 0:
             return name
-    return _SHAPES[-1][0]
+    return shapes[-1][0]
 
 
 def _singles(rng: random.Random, pool: Sequence[Entry], k: int) -> list[Entry]:
@@ -758,17 +763,22 @@ def _distractors(
 
 
 def generate_sample(
-    rng: random.Random, split: Split, sample_id: str, catalog: Catalog | None = None
+    rng: random.Random,
+    split: Split,
+    sample_id: str,
+    catalog: Catalog | None = None,
+    shapes: Sequence[tuple[str, float]] | None = None,
 ) -> Sample:
     """One sample drawn with ``rng`` from the functions of ``split`` (of the library), or from
-    ``catalog`` (then ``split`` is only the sample's label).
+    ``catalog`` (then ``split`` is only the sample's label). ``shapes`` weighs the shapes
+    (name, weight) instead of the default mix.
 
     A catalog without chains (no function takes another's result) gets no chain, fan-out or mix
     samples: those draws become parallel calls (or a single call, with one function).
     """
     catalog = catalog or library_catalog(split)
     pool = catalog.entries
-    shape = _pick_shape(rng)
+    shape = _pick_shape(rng, shapes or _SHAPES)
     if shape in ("chain", "fanout", "mix") and not catalog.has_chains:
         shape = "parallel" if len([e for e in pool if e.asks]) > 1 else "single"
     q = _Question()

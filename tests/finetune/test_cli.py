@@ -31,6 +31,16 @@ def test_finetune_data_writes_the_files(tmp_path: Path, capsys: pytest.CaptureFi
     assert len((out / "held_out.jsonl").read_text(encoding="utf-8").splitlines()) == 2
 
 
+def test_finetune_data_shapes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mix"
+    argv = ["finetune", "data", "--out", str(out), "-n", "6", "--held-out", "1"]
+    code, stdout, _ = _run([*argv, "--shapes", "no_call=1"], capsys)
+    assert code == 0
+    manifest = json.loads(stdout)
+    assert manifest["shapes"] == {"no_call": 1.0}
+    assert manifest["files"]["train"]["shapes"] == {"no_call": 6}
+
+
 def test_finetune_data_for_user_tools(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "user"
     argv = ["finetune", "data", "--out", str(out), "-n", "4", "--held-out", "1"]
@@ -44,6 +54,17 @@ def test_finetune_data_for_user_tools(tmp_path: Path, capsys: pytest.CaptureFixt
     [
         ["finetune", "data", "--out", "X", "-n", "0"],
         ["finetune", "data", "--out", "X", "--bogus"],
+        ["finetune", "data", "--out", "X", "-n", "3", "--shapes", "single=1,nope=2"],
+        [
+            "finetune",
+            "data",
+            "--out",
+            "X",
+            "--shapes",
+            "single=1",
+            "--tools",
+            "tests.finetune._user_tools:toolset",
+        ],
         ["finetune", "train", "--out", "X", "--rank", "0"],
         ["finetune", "train", "--out", "X", "--data", "X/missing"],
         ["finetune", "--tools", "tests.finetune._user_tools:empty", "--out", "X"],

@@ -19,6 +19,7 @@ from counterpoint.finetune.data import (
     dataset_hash,
     encode_sample,
     jsonl_lines,
+    parse_shapes,
     summarise,
     write_jsonl,
 )
@@ -124,6 +125,32 @@ def test_summary_and_prepare_data(tmp_path: Path) -> None:
         assert entry["samples"] == count == len(data.splitlines())
     again = summarise(build_dataset(12, seed=2))
     assert {k: manifest["files"]["train"][k] for k in again} == again
+
+
+def test_shapes_weigh_the_training_mix_and_say_what_is_wrong(tmp_path: Path) -> None:
+    assert parse_shapes("single=3, no_call=1,chain") == (
+        ("single", 3.0),
+        ("no_call", 1.0),
+        ("chain", 1.0),
+    )
+    only = build_dataset(30, seed=4, shapes=parse_shapes("no_call=1"))
+    assert {s.shape for s in only} == {"no_call"}
+    mixed = summarise(build_dataset(60, seed=4, shapes=parse_shapes("single=1,no_call=1")))
+    assert set(mixed["shapes"]) <= {"single", "no_call"} and len(mixed["shapes"]) == 2
+    for bad, says in (
+        ("singles=1", "unknown shape 'singles'"),
+        ("single=x", "needs a number"),
+        ("single=-1", ">= 0"),
+        ("single=0", "at least one shape"),
+        ("", "at least one shape"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            parse_shapes(bad)
+    manifest = prepare_data(tmp_path, n=8, seed=2, held_out=4, shapes=parse_shapes("single=1"))
+    assert manifest["shapes"] == {"single": 1.0}
+    assert set(manifest["files"]["train"]["shapes"]) == {"single"}
+    default_held_out = prepare_data(tmp_path / "d", n=8, seed=2, held_out=4)["files"]["held_out"]
+    assert manifest["files"]["held_out"]["sha256"] == default_held_out["sha256"]
 
 
 def test_module_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "Loaded",
     "configure_threads",
     "load",
+    "prefill_threads",
     "resolve_dtype",
 ]
 
@@ -36,6 +37,7 @@ _DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
 }
 _ENV_THREADS = "COUNTERPOINT_TORCH_THREADS"
+_ENV_PREFILL_THREADS = "COUNTERPOINT_PREFILL_THREADS"
 _log = logging.getLogger(__name__)
 _TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it
 
@@ -98,6 +100,22 @@ def configure_threads() -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+def prefill_threads() -> int:
+    """Threads for prefill passes: ``COUNTERPOINT_PREFILL_THREADS``, else torch's own default
+    (the physical cores) within the CPUs this process may run on.
+
+    Decode steps run on :func:`configure_threads`' count (one core left free); a prefill pass is
+    one large matmul per weight, which every core shortens, and the event loop has little to do
+    while a prompt is read. bench/throughput.py measures it.
+    """
+    wanted = os.environ.get(_ENV_PREFILL_THREADS)
+    if wanted:
+        if not wanted.strip().isdigit() or int(wanted) < 1:
+            raise ConfigError(f"{_ENV_PREFILL_THREADS} must be a positive integer, not {wanted!r}")
+        return int(wanted)
+    return max(1, min(_TORCH_DEFAULT_THREADS, _available_cpus()))
 
 
 def _available_cpus() -> int:

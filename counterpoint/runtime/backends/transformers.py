@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import hashlib
@@ -35,7 +36,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
@@ -89,6 +90,7 @@ DEFAULT_MAX_SEQUENCES = 64
 DEFAULT_MAX_KV_BYTES = 4 * 2**30
 """Bytes of keys and values the open generations of one model may hold together."""
 DEFAULT_PREFILL_CHUNK = 256
+DEFAULT_PREFILL_THREADS_FROM = 32  # tokens in a pass from which it runs on prefill_threads
 """Tokens per prefill pass of a long feed (a prompt, an interrupt); the others step between."""
 _MESSAGE_CUT_MIN = 32
 """A prompt is also cut at a chat message's edge, unless the piece before would be shorter."""
@@ -167,6 +169,13 @@ class TransformersModel:
         """Step the decoders that want a token in the same tick in one forward pass (where a
         batch's rows are bit for bit each row's own: bf16 lean steps, see
         :meth:`~._lean.LeanDecode.mode`; else one by one)."""
+        self.prefill_threads = 1
+        """Torch threads for a pass of at least :attr:`prefill_threads_from` tokens (decode
+        steps and short passes keep the process's count). :meth:`load` sets it from
+        ``COUNTERPOINT_PREFILL_THREADS``, else the physical cores. Which count a pass runs on
+        depends only on its length, so a context's keys and values are the same bits however
+        it is reached (the prefix cache cuts passes at the same places either way)."""
+        self.prefill_threads_from = DEFAULT_PREFILL_THREADS_FROM
         self.prefill_chunk = DEFAULT_PREFILL_CHUNK
         """Tokens per prefill pass; between chunks, the other decoders' steps run. Prompts are
         chunked at its multiples and served from the prefix cache up to one of them (``0``: one
@@ -250,7 +259,7 @@ class TransformersModel:
             label = EMBEDDED_ADAPTER_LABEL if folder == EMBEDDED_ADAPTER else folder.name
             name = f"{name}+{label}"
         use_packed_attention(hf)  # Llama: one-token attention 2-2.5x faster at 1,000+ tokens
-        return cls(
+        model = cls(
             hf,
             loaded.tokenizer,
             name=name,
@@ -258,6 +267,8 @@ class TransformersModel:
             prefix_cache=prefix_cache,
             constrained=constrained,
         )
+        model.prefill_threads = _loading.prefill_threads()
+        return model
 
     @classmethod
     async def aload(
@@ -649,6 +660,21 @@ class TransformersModel:
                 f"model {self._name!r} is closed: load it again with TransformersModel.load()"
             )
 
+    @contextlib.contextmanager
+    def pass_threads(self, tokens: int) -> Iterator[None]:
+        """Run the pass inside on :attr:`prefill_threads` when it feeds at least
+        :attr:`prefill_threads_from` tokens (worker thread; for extensions' own passes too)."""
+        now = torch.get_num_threads()
+        want = self.prefill_threads if tokens >= self.prefill_threads_from else now
+        if want == now:
+            yield
+            return
+        torch.set_num_threads(want)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(now)
+
     def _texts(self) -> list[str]:
         """The surface text of every vocabulary id (computed once; worker thread)."""
         with self._tables_lock:
@@ -962,7 +988,8 @@ class TransformersDecoder:
                 extra: dict[str, Any] = {"logits_to_keep": max(1, keep)} if owner._keep_arg else {}
                 extra[owner._cache_arg] = cache
                 input_ids = torch.tensor([ids], dtype=torch.long)
-                out = owner._model(input_ids=input_ids, use_cache=True, **extra)
+                with owner.pass_threads(len(ids)):
+                    out = owner._model(input_ids=input_ids, use_cache=True, **extra)
                 logits: torch.Tensor = out.logits[0]
         except BaseException:
             _truncate(cache, len(self._ids))  # undo a partial update; the decoder stays usable

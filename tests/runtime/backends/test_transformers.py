@@ -133,6 +133,51 @@ def test_thread_count_leaves_a_core_free_or_follows_the_environment(
         torch.set_num_threads(before)
 
 
+def test_prefill_threads_use_every_core_or_follow_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("COUNTERPOINT_PREFILL_THREADS", raising=False)
+    monkeypatch.setattr(_loading, "_TORCH_DEFAULT_THREADS", 2)
+    monkeypatch.setattr(_loading, "_available_cpus", lambda: 2)
+    assert _loading.prefill_threads() == 2
+    monkeypatch.setattr(_loading, "_available_cpus", lambda: 1)
+    assert _loading.prefill_threads() == 1
+    monkeypatch.setenv("COUNTERPOINT_PREFILL_THREADS", "3")
+    assert _loading.prefill_threads() == 3
+    monkeypatch.setenv("COUNTERPOINT_PREFILL_THREADS", "0")
+    with pytest.raises(ConfigError, match="COUNTERPOINT_PREFILL_THREADS must be a positive"):
+        _loading.prefill_threads()
+
+
+async def test_a_long_pass_runs_on_the_prefill_threads(model: TransformersModel) -> None:
+    """A prompt's pass runs on prefill_threads; decode steps and short passes on the process's
+    count, which every pass leaves as it found it."""
+    seen: list[tuple[int, int]] = []
+
+    def record(module: object, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        ids = kwargs.get("input_ids")
+        assert isinstance(ids, torch.Tensor)
+        seen.append((ids.shape[1], torch.get_num_threads()))
+
+    before = torch.get_num_threads()
+    threads, model.prefill_threads = model.prefill_threads, before + 1
+    handle = model.hf_model.register_forward_pre_hook(record, with_kwargs=True)  # no lean step
+    try:
+        prompt = model.encode(model.render(FRUITS).text, special_tokens=True)
+        assert len(prompt) >= model.prefill_threads_from
+        decoder = await model.start_tokens(prompt, SamplingParams(max_tokens=4))
+        await _tokens(decoder, 4)
+        await decoder.extend(" and")
+        await decoder.close()
+    finally:
+        handle.remove()
+        model.prefill_threads = threads
+    assert seen[0] == (len(prompt), before + 1)
+    assert seen[1:] and all(n < model.prefill_threads_from for n, _ in seen[1:])
+    assert all(count == before for _, count in seen[1:])
+    assert torch.get_num_threads() == before
+
+
 def test_unknown_dtype_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown dtype"):
         TransformersModel.load(dtype="float8")
