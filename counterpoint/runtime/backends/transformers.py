@@ -758,6 +758,7 @@ class TransformersDecoder:
         self._chosen: tuple[int, float] | None = None  # a look-ahead's last token, not fed yet
         self._ledger = CallLedger()
         self._looking_ahead = False
+        self._ahead_from = 0  # a twin: the context length it started from
         self._lock = asyncio.Lock()
         self.forward_passes = 0
         """Forward passes run so far (prefills included)."""
@@ -913,7 +914,8 @@ class TransformersDecoder:
                 f"{limit} that {owner.name!r} supports: shorten the prompt or the "
                 "injected results, or start a new generation"
             )
-        need = owner._kv_bytes() + count * owner._kv_token_bytes
+        ahead = len(self._ids) - self._ahead_from if self._looking_ahead else 0  # not counted yet
+        need = owner._kv_bytes() + (count + ahead) * owner._kv_token_bytes
         if need > owner.max_kv_bytes:
             raise CounterpointError(
                 f"the open generations on {owner.name!r} would hold {_mib(need)} of keys and "
@@ -1336,6 +1338,7 @@ class TransformersDecoder:
         twin._ledger = self._ledger.fork()
         twin._ledger.closed = False  # the look-ahead asks what the model would write
         twin._looking_ahead = True
+        twin._ahead_from = len(self._ids)
         twin._forced = deque()
         twin._fed = deque()
         twin._chosen = None

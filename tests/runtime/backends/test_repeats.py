@@ -255,29 +255,36 @@ async def test_an_injected_result_opens_calls_again(model: TransformersModel) ->
 
 
 @pytest.mark.model
-async def test_no_room_to_look_ahead_leaves_the_context_exact(model: TransformersModel) -> None:
-    """Where the context has no room for the look-ahead, the token is written as chosen and the
-    cache holds exactly the decoder's context; the step that overflows says so itself."""
+@pytest.mark.parametrize("bound", ["positions", "kv_bytes"])
+async def test_no_room_to_look_ahead_leaves_the_context_exact(
+    model: TransformersModel, bound: str
+) -> None:
+    """Where the context (or the model's KV budget, the look-ahead's tokens counted) has no
+    room for the look-ahead, the token is written as chosen and the cache holds exactly the
+    decoder's context; the step that overflows says so itself."""
     _Steered.script = TOKYO + AGAIN
     params = SamplingParams(max_tokens=120)
     prompt = model.render_for(CHAT, TOOLS.specs())
     constraint = model._constraint(TOOLS.specs(), "auto")
     decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
-    limit = model._max_positions
+    limit, kv_bytes = model._max_positions, model.max_kv_bytes
     try:
         written = ""
         while len(written) < len(TOKYO) and (token := await decoder.step()) is not None:
             written += token.text
         assert written == TOKYO
-        model._max_positions = len(decoder.context_ids) + 3  # room for 3 tokens, not a block
+        if bound == "positions":  # room for 3 tokens, not a block
+            model._max_positions = len(decoder.context_ids) + 3
+        else:
+            model.max_kv_bytes = (len(decoder.context_ids) + 3) * model._kv_token_bytes
         token = await decoder.step()
         assert token is not None and token.text.strip() == "["  # not refused: not known
         assert decoder.refused_calls == 0
         cache = decoder.cache
         assert cache is not None and cache.get_seq_length() == len(decoder._ids)
-        with pytest.raises(CounterpointError, match="context would grow"):
+        with pytest.raises(CounterpointError, match=r"context would grow|max_kv_bytes"):
             for _ in range(10):
                 await decoder.step()
     finally:
-        model._max_positions = limit
+        model._max_positions, model.max_kv_bytes = limit, kv_bytes
         await decoder.close()
