@@ -40,7 +40,6 @@ from counterpoint.core.bus import RunScope
 from counterpoint.core.calls import Interrupt, ToolSpec
 from counterpoint.core.events import KVReuse
 from counterpoint.errors import ConfigError
-from counterpoint.protocol.cml import format_interrupts
 from counterpoint.runtime.backends._cml_messages import cml_messages
 from counterpoint.runtime.backends.base import Message, Prompt, SamplingParams, Token
 from counterpoint.runtime.backends.transformers import TransformersDecoder, TransformersModel
@@ -312,16 +311,22 @@ class KVReuseDecoder:
         return await self.inner.step()
 
     async def inject(self, items: Sequence[Interrupt]) -> None:
-        """Append results and user messages as neutralised CML interrupts."""
+        """Append results and user messages as neutralised CML interrupts (the inner decoder's
+        own inject, so it learns which calls failed); the answer starts after them."""
         if items:
-            await self.extend(format_interrupts(items, self._owner.base.special_tokens))
+            self._extending()
+            await self.inner.inject(items)
+            self.answer_start = len(self.inner.context_ids)
 
     async def extend(self, text: str) -> None:
         """Append ``text`` to the context; the answer published at close starts after it."""
-        if self.first_answer_ids is None:
-            self.first_answer_ids = list(self.inner.generated_ids)
+        self._extending()
         await self.inner.extend(text)
         self.answer_start = len(self.inner.context_ids)
+
+    def _extending(self) -> None:
+        if self.first_answer_ids is None:
+            self.first_answer_ids = list(self.inner.generated_ids)
 
     async def close(self) -> None:
         """Publish the answer, record anchors and stats, then free the cache. Idempotent."""
