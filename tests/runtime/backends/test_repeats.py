@@ -129,6 +129,35 @@ async def steered(
     return decoder
 
 
+async def open_steered(model: TransformersModel, script: str, tokens: int) -> _Steered:
+    """An open steered generation on the weather chat (the caller closes it)."""
+    _Steered.script = script
+    params = SamplingParams(max_tokens=tokens)
+    prompt = model.render_for(CHAT, TOOLS.specs())
+    constraint = model._constraint(TOOLS.specs(), "auto")
+    return await model._open(_Steered, prompt.text, None, params, constraint=constraint)
+
+
+async def write(decoder: TransformersDecoder, chars: int) -> str:
+    """Step until the text written reaches ``chars`` characters (or the stream ends)."""
+    written = ""
+    while len(written) < chars and (token := await decoder.step()) is not None:
+        written += token.text
+    return written
+
+
+async def steer_on(decoder: _Steered, script: str) -> str:
+    """Steer along ``script`` from here; step until it is written (at most 40 tokens)."""
+    decoder.script, decoder.origin = script, len(decoder.generated_ids)
+    after = ""
+    for _ in range(40):
+        token = await decoder.step()
+        if token is None or script in after:
+            break
+        after += token.text
+    return after
+
+
 def text_of(model: TransformersModel, decoder: TransformersDecoder) -> str:
     text: str = model.tokenizer.decode(list(decoder.generated_ids))
     return text
@@ -199,27 +228,13 @@ async def test_a_run_of_brackets_is_looked_at_one_marker_at_a_time(
 
 @pytest.mark.model
 async def test_a_call_that_failed_may_be_written_again(model: TransformersModel) -> None:
-    _Steered.script = TOKYO
-    params = SamplingParams(max_tokens=120)
-    prompt = model.render_for(CHAT, TOOLS.specs())
-    constraint = model._constraint(TOOLS.specs(), "auto")
-    decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
+    decoder = await open_steered(model, TOKYO, 120)
     try:
-        written = ""
-        while len(written) < len(TOKYO) and (token := await decoder.step()) is not None:
-            written += token.text
-        assert written == TOKYO
+        assert await write(decoder, len(TOKYO)) == TOKYO
         call = Call(id="c1", name="get_weather", arguments={"city": "Tokyo"})
         await decoder.inject([CallResult(call=call, ok=False, text="timed out", error="timeout")])
         retry = '[CALL] c2 [HEAD] get_weather(city="Tokyo") [END]'
-        decoder.script, decoder.origin = retry, len(decoder.generated_ids)
-        after = ""
-        for _ in range(40):
-            token = await decoder.step()
-            if token is None or retry in after:
-                break
-            after += token.text
-        assert after.startswith(retry)
+        assert (await steer_on(decoder, retry)).startswith(retry)
         assert decoder.refused_calls == 0
     finally:
         await decoder.close()
@@ -228,27 +243,14 @@ async def test_a_call_that_failed_may_be_written_again(model: TransformersModel)
 @pytest.mark.model
 async def test_an_injected_result_opens_calls_again(model: TransformersModel) -> None:
     """After a refusal no block opens until something is injected; then a new call may."""
-    _Steered.script = TOKYO + AGAIN
-    params = SamplingParams(max_tokens=160)
-    prompt = model.render_for(CHAT, TOOLS.specs())
-    constraint = model._constraint(TOOLS.specs(), "auto")
-    decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
+    decoder = await open_steered(model, TOKYO + AGAIN, 160)
     try:
-        written = ""
-        while len(written) <= len(TOKYO) and (token := await decoder.step()) is not None:
-            written += token.text
+        written = await write(decoder, len(TOKYO) + 1)
         assert decoder.refused_calls == 1
         assert not written[len(TOKYO) :].startswith("[")
         await decoder.extend('\n[INTR] c1 [HEAD] {"temp_c": 17} [END]\n')
         paris = '[CALL] c2 [HEAD] get_weather(city="Paris") [END]'
-        decoder.script, decoder.origin = paris, len(decoder.generated_ids)
-        after = ""
-        for _ in range(40):
-            token = await decoder.step()
-            if token is None or paris in after:
-                break
-            after += token.text
-        assert after.startswith(paris)
+        assert (await steer_on(decoder, paris)).startswith(paris)
         assert decoder.refused_calls == 1
     finally:
         await decoder.close()
@@ -262,17 +264,10 @@ async def test_no_room_to_look_ahead_leaves_the_context_exact(
     """Where the context (or the model's KV budget, the look-ahead's tokens counted) has no
     room for the look-ahead, the token is written as chosen and the cache holds exactly the
     decoder's context; the step that overflows says so itself."""
-    _Steered.script = TOKYO + AGAIN
-    params = SamplingParams(max_tokens=120)
-    prompt = model.render_for(CHAT, TOOLS.specs())
-    constraint = model._constraint(TOOLS.specs(), "auto")
-    decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
+    decoder = await open_steered(model, TOKYO + AGAIN, 120)
     limit, kv_bytes = model._max_positions, model.max_kv_bytes
     try:
-        written = ""
-        while len(written) < len(TOKYO) and (token := await decoder.step()) is not None:
-            written += token.text
-        assert written == TOKYO
+        assert await write(decoder, len(TOKYO)) == TOKYO
         if bound == "positions":  # room for 3 tokens, not a block
             model._max_positions = len(decoder.context_ids) + 3
         else:
