@@ -1259,8 +1259,9 @@ class TransformersDecoder:
         its tokens after ``choice`` (the decoder takes them over instead of computing them
         again). Every pass a look-ahead runs counts in :attr:`forward_passes`."""
         refused: list[int] = []
+        texts = self._owner._texts()  # each id's surface text: enough to see a "[" start
         while len(refused) < _MAX_REFUSED and choice.token_id not in self._owner._eos_ids:
-            piece = self._detok.fork().push(choice.token_id)
+            piece = texts[choice.token_id]
             text = self._tail[-(len(CALL_MARKER) - 1) :] + piece
             at = marker_start(text)
             if at is None:
