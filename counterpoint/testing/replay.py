@@ -148,11 +148,17 @@ class ReplayDecoder(TransformersDecoder):
         self._position += 1
         return Choice(token_id, float("nan"))
 
-    def _extend_sync(self, text: str, special_tokens: bool, failed: Sequence[str] = ()) -> None:
+    def _extend_sync(
+        self,
+        text: str,
+        special_tokens: bool,
+        failed: Sequence[str] = (),
+        answered: Sequence[str] = (),
+    ) -> None:
         self._extensions.append(text)
         self._waiting = False
         if not self._stateless:
-            super()._extend_sync(text, special_tokens, failed)
+            super()._extend_sync(text, special_tokens, failed, answered)
             return
         ids = self._owner.encode(text, special_tokens=special_tokens)
         pending = [] if self._pending is None else [self._pending]

@@ -16,12 +16,24 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
 
 from counterpoint.protocol.callsyntax import CallSyntaxError, parse_call
 from counterpoint.protocol.cml import CallBlock, CMLParser, MarkupError
 
-__all__ = ["CALL_MARKER", "CallLedger", "call_key", "marker_start"]
+__all__ = [
+    "CALL_MARKER",
+    "CallLedger",
+    "MarkerOdds",
+    "call_key",
+    "marker_odds",
+    "marker_start",
+    "opener_mask",
+]
 
 CALL_MARKER = "[CALL]"
 
@@ -47,6 +59,65 @@ def marker_start(text: str, marker: str = CALL_MARKER) -> int | None:
     return None
 
 
+def opener_mask(texts: Sequence[str], marker: str = CALL_MARKER) -> torch.Tensor:
+    """A bool mask over the vocabulary: the tokens whose text ends inside (or at the end of) a
+    beginning of ``marker`` (``[``, ``.[``, ``[CALL``...), the tokens that can open a block."""
+    return torch.tensor([bool(t) and marker_start(t, marker) is not None for t in texts])
+
+
+@dataclass(frozen=True)
+class MarkerOdds:
+    """How likely a marker is at one step (see :func:`marker_odds`)."""
+
+    opened: float
+    """The mass of the tokens that can open it."""
+    completes: float
+    """The probability that the opening goes on to the whole marker (a ``[`` also begins
+    other markers, such as ``[TRAP]``)."""
+    best_other: float
+    """The probability of the likeliest token that opens nothing."""
+
+    @property
+    def marker(self) -> float:
+        """The probability that the marker is written next."""
+        return self.opened * self.completes
+
+    @property
+    def opened_otherwise(self) -> float:
+        """The probability that an opening token goes on to something else."""
+        return self.opened * (1.0 - self.completes)
+
+
+def marker_odds(
+    logits: torch.Tensor,
+    openers: torch.Tensor,
+    *,
+    excluded: Sequence[int] = (),
+    lead: str,
+    after: Sequence[tuple[str, float]],
+    marker: str = CALL_MARKER,
+) -> MarkerOdds:
+    """The odds of ``marker`` at a step whose scores are ``logits`` (bans applied: ``-inf``):
+    the mass of the opening tokens (``openers``, less the ids in ``excluded``), and the
+    probability of the tokens that completed the marker on the path one of them took (``lead``:
+    that token's text from the marker's start; ``after``: the (text, logprob) of the tokens
+    written after it), taken as the path of every opening token."""
+    mass = torch.softmax(logits.float(), dim=-1)
+    chosen = openers[: mass.numel()].clone()
+    others = ~chosen
+    if excluded:
+        chosen[torch.tensor(excluded, dtype=torch.long)] = False
+    opened = float(mass[chosen].sum())
+    best_other = float(mass[others].max()) if bool(others.any()) else 0.0
+    written, logprob = lead, 0.0
+    for text, step in after:
+        if written.startswith(marker):
+            break
+        logprob += step
+        written += text
+    return MarkerOdds(opened, math.exp(logprob), best_other)
+
+
 class CallLedger:
     """The calls one generation has written: fed every piece of text the model writes."""
 
@@ -63,6 +134,12 @@ class CallLedger:
         """Blocks refused so far."""
         self.last_key: str | None = None
         """The key of the last block written (``None`` when it did not parse)."""
+        self._waiting: set[str] = set()  # ids of calls written whose results have not come
+
+    @property
+    def in_flight(self) -> int:
+        """Calls written whose results have not been injected yet."""
+        return len(self._waiting)
 
     @property
     def in_block(self) -> bool:
@@ -76,6 +153,7 @@ class CallLedger:
                 key = call_key(event.body)
                 if key is not None:
                     self._keys[event.call_id] = key
+                self._waiting.add(event.call_id)
                 self.blocks += 1
                 self.ended += 1
                 self.last_key = key
@@ -83,12 +161,15 @@ class CallLedger:
                 self.ended += 1
                 self.last_key = None
 
-    def interrupted(self, failed: Iterable[str] = ()) -> None:
+    def interrupted(self, failed: Iterable[str] = (), answered: Iterable[str] = ()) -> None:
         """Text was injected: new information, so blocks may open again. The calls whose ids
-        are in ``failed`` came back as errors: writing them again is a retry, not a repeat."""
+        are in ``answered`` have their results now; those in ``failed`` came back as errors:
+        writing them again is a retry, not a repeat."""
         self.closed = False
         for call_id in failed:
             self._keys.pop(call_id, None)
+            self._waiting.discard(call_id)
+        self._waiting.difference_update(answered)
 
     def holds(self, key: str) -> bool:
         """True when a block with this key was written already (and did not fail)."""
@@ -99,4 +180,5 @@ class CallLedger:
         twin = copy.copy(self)
         twin._parser = self._parser.copy()
         twin._keys = dict(self._keys)
+        twin._waiting = set(self._waiting)
         return twin

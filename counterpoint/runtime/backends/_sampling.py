@@ -19,6 +19,7 @@ __all__ = [
     "BanTable",
     "Choice",
     "choose",
+    "masked_scores",
     "stop_hit",
     "vocabulary_texts",
 ]
@@ -32,6 +33,24 @@ class Choice:
 
     token_id: int
     logprob: float
+
+
+def masked_scores(
+    logits: torch.Tensor,
+    *,
+    banned: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``logits`` as float with ``banned`` ids and those ``allowed`` (a bool mask) leaves out
+    set to ``-inf``; where the two leave nothing, ``allowed`` alone applies."""
+    scores = logits.float()
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed[: scores.numel()], float("-inf"))
+    if banned is not None and banned.numel():
+        masked = scores.index_fill(0, banned, float("-inf"))
+        if allowed is None or bool(torch.isfinite(masked).any()):
+            scores = masked
+    return scores
 
 
 def choose(
@@ -51,13 +70,7 @@ def choose(
     over the vocabulary, a grammar's) only allowed ids are. Where the two leave nothing, the
     grammar wins: ``allowed`` alone applies.
     """
-    scores = logits.float()
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed[: scores.numel()], float("-inf"))
-    if banned is not None and banned.numel():
-        masked = scores.index_fill(0, banned, float("-inf"))
-        if allowed is None or bool(torch.isfinite(masked).any()):
-            scores = masked
+    scores = masked_scores(logits, banned=banned, allowed=allowed)
     if temperature <= 0.0:
         token_id = int(torch.argmax(scores))
         logprob = float(torch.log_softmax(scores, dim=-1)[token_id])

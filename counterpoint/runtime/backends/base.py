@@ -142,6 +142,21 @@ class SamplingParams(BaseModel):
         ),
     )
 
+    call_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Greedy decoding only (temperature 0): a call block opens only where the model "
+            "gives opening one at least this probability, summed over every token that can "
+            "begin it. Greedy decoding picks the likeliest token, and a lone '[' often beats "
+            "each word of an answer while the answer as a whole is likelier than a call; 0.5 "
+            "picks the likelier of the two. 0 turns it off (the likeliest token decides). "
+            "Sampling draws the call at its own probability and ignores it; so does a backend "
+            "that cannot see the model's distribution."
+        ),
+    )
+
     @field_validator("tool_choice")
     @classmethod
     def _choice(cls, v: str) -> str:

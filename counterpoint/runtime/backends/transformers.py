@@ -54,11 +54,19 @@ from counterpoint.runtime.backends._constrain import CallConstraint, Grammars
 from counterpoint.runtime.backends._detok import IncrementalDetokenizer
 from counterpoint.runtime.backends._grammar import CallGrammar, call_grammar
 from counterpoint.runtime.backends._lean import LeanDecode
-from counterpoint.runtime.backends._repeats import CALL_MARKER, CallLedger, marker_start
+from counterpoint.runtime.backends._repeats import (
+    CALL_MARKER,
+    CallLedger,
+    MarkerOdds,
+    marker_odds,
+    marker_start,
+    opener_mask,
+)
 from counterpoint.runtime.backends._sampling import (
     BanTable,
     Choice,
     choose,
+    masked_scores,
     stop_hit,
     vocabulary_texts,
 )
@@ -78,6 +86,7 @@ _T = TypeVar("_T")
 _D = TypeVar("_D", bound="TransformersDecoder")
 _TAIL_MIN = 64
 _CALL_BAN = "[CALL"  # tool_choice="none"
+_DECLINED_BAN = "[C"  # after a declined call's "[" (of [TRAP] too), the way to [CALL] is shut
 _MAX_REFUSED = 8  # opening tokens one look-ahead may refuse before it lets the ban decide
 _MARKER_TOKENS = 8  # tokens a look-ahead may take to write [CALL] before it counts as not
 _Outcome = Literal["repeat", "call", "other", "stopped", "unknown"]
@@ -189,6 +198,7 @@ class TransformersModel:
         self._max_positions = int(max_positions) if isinstance(max_positions, int) else None
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._vocab_texts: list[str] | None = None
+        self._opener_mask: torch.Tensor | None = None
         self._ban_tables: dict[tuple[str, ...], BanTable] = {}
         self._tables_lock = threading.Lock()
         self._encode_lock = threading.Lock()
@@ -684,6 +694,14 @@ class TransformersModel:
                 self._vocab_texts = texts + [""] * (self._vocab_size - known)
             return self._vocab_texts
 
+    def _openers(self) -> torch.Tensor:
+        """The ids whose text can open a call block (computed once; worker thread)."""
+        texts = self._texts()
+        with self._tables_lock:
+            if self._opener_mask is None:
+                self._opener_mask = opener_mask(texts)
+            return self._opener_mask
+
     def _ban_table(self, banned: tuple[str, ...]) -> BanTable | None:
         """The ban table for ``banned`` (built once per model and tuple; worker thread)."""
         if not any(banned):
@@ -758,10 +776,13 @@ class TransformersDecoder:
         self._chosen: tuple[int, float] | None = None  # a look-ahead's last token, not fed yet
         self._ledger = CallLedger()
         self._looking_ahead = False
+        self._no_call_until = 0  # [CALL is banned until this many tokens are written
         self._ahead_from = 0  # a twin: the context length it started from
         self._lock = asyncio.Lock()
         self.forward_passes = 0
         """Forward passes run so far (prefills included)."""
+        self.declined_calls = 0
+        """Call blocks not opened because the model gave them less than ``call_threshold``."""
         self.jump_forward = owner.jump_forward
         """Feed forced tokens in one forward pass (the model's setting when this one started)."""
         self.ttft_s: float | None = None
@@ -793,10 +814,12 @@ class TransformersDecoder:
         if not items:
             return
         text = format_interrupts(items, self._owner.special_tokens)
-        failed = [i.call.id for i in items if isinstance(i, CallResult) and not i.ok]
+        results = [i for i in items if isinstance(i, CallResult)]
+        failed = [r.call.id for r in results if not r.ok]
+        answered = [r.call.id for r in results]
         async with self._lock:
             self._check_open()
-            await self._owner._run(lambda: self._extend_sync(text, False, failed))
+            await self._owner._run(lambda: self._extend_sync(text, False, failed, answered))
 
     async def extend(self, text: str, *, special_tokens: bool = False) -> None:
         """Prefill ``text`` (plus the pending sampled token) and re-open a stopped generation.
@@ -1044,11 +1067,17 @@ class TransformersDecoder:
             text = owner._tokenizer.decode(ids[-16:], skip_special_tokens=False)
         self._push_tail(text)
 
-    def _extend_sync(self, text: str, special_tokens: bool, failed: Sequence[str] = ()) -> None:
-        """Prefill ``text`` (worker thread); ``failed``: ids of calls it reports failed (so
-        writing one again is a retry, not a repeat)."""
+    def _extend_sync(
+        self,
+        text: str,
+        special_tokens: bool,
+        failed: Sequence[str] = (),
+        answered: Sequence[str] = (),
+    ) -> None:
+        """Prefill ``text`` (worker thread); ``answered``: ids of calls whose results it holds,
+        ``failed``: those it reports failed (so writing one again is a retry, not a repeat)."""
         self._drop_forced()
-        self._ledger.interrupted(failed)
+        self._ledger.interrupted(failed, answered)
         ids = self._owner.encode(text, special_tokens=special_tokens)
         feed = ([] if self._pending is None else [self._pending]) + ids
         if feed:
@@ -1137,7 +1166,7 @@ class TransformersDecoder:
             raise CounterpointError("the decoder has no logits: start it again")
         choice = self._pick(logits)
         ahead: tuple[TransformersDecoder, list[Token]] | None = None
-        if self._guards_repeats():
+        if self._guards_calls():
             choice, ahead = self._guard(logits, choice)
         if choice.token_id in self._owner._eos_ids:
             self._stopped = True
@@ -1208,10 +1237,29 @@ class TransformersDecoder:
 
     def _pick(self, logits: torch.Tensor, refused: Sequence[int] = ()) -> Choice:
         """Choose the next token (sampling, with banned strings, the grammar and ``refused``
-        masked; while calls are closed after a refused repeat, ``[CALL`` too)."""
+        masked; while calls are closed after a refused repeat, ``[CALL`` too, and ``[C`` just
+        after a declined call)."""
+        banned, allowed = self._masks(refused)
+        return choose(
+            logits,
+            temperature=self._params.temperature,
+            top_p=self._params.top_p,
+            generator=self._generator,
+            banned=banned,
+            allowed=allowed,
+        )
+
+    def _masks(
+        self, refused: Sequence[int] = ()
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The ids :meth:`_pick` may not choose, and the grammar's mask of those it may."""
         banned = self._bans.banned_ids(self._tail) if self._bans is not None else None
         if self._ledger.closed and (closed := self._owner._ban_table((_CALL_BAN,))) is not None:
             more = closed.banned_ids(self._tail)
+            banned = more if banned is None else torch.cat((banned, more))
+        gated = len(self._generated_ids) < self._no_call_until
+        if gated and (declined := self._owner._ban_table((_DECLINED_BAN,))) is not None:
+            more = declined.banned_ids(self._tail)
             banned = more if banned is None else torch.cat((banned, more))
         if refused:
             more = torch.tensor(refused, dtype=torch.long)
@@ -1223,14 +1271,7 @@ class TransformersDecoder:
             boundary = constraint.banned(self._tail)
             if boundary is not None and boundary.numel():
                 banned = boundary if banned is None else torch.cat((banned, boundary))
-        return choose(
-            logits,
-            temperature=self._params.temperature,
-            top_p=self._params.top_p,
-            generator=self._generator,
-            banned=banned,
-            allowed=allowed,
-        )
+        return banned, allowed
 
     def _exhausted(self) -> bool:
         """True when there is nothing left to emit (only replay decoders run out)."""
@@ -1238,28 +1279,50 @@ class TransformersDecoder:
 
     # -- repeated calls: look ahead at each block the model starts after its first ---------------
 
-    def _guards_repeats(self) -> bool:
+    def _guards_calls(self) -> bool:
+        """True where the step's choice is looked ahead at if it opens a block: to refuse a
+        repeat, or a call the model is less sure of than ``call_threshold`` (greedy only)."""
         constraint = self._constraint
+        if (
+            self._looking_ahead
+            or constraint is None
+            or not constraint.writing_freely
+            or self._ledger.in_block
+        ):
+            return False
+        return self._guards_repeats() or self._gates_calls()
+
+    def _guards_repeats(self) -> bool:
         ledger = self._ledger
+        return not self._params.repeat_calls and (ledger.blocks > 0 or ledger.closed)
+
+    def _gates_calls(self) -> bool:
+        """Greedy, with a threshold, and no call waiting for its result: where the choice is
+        between calling (again) and answering. While calls run, the choice is between another
+        call and waiting for them, and the likeliest token makes it."""
+        params = self._params
         return (
-            not self._params.repeat_calls
-            and not self._looking_ahead
-            and constraint is not None
-            and constraint.writing_freely
-            and not ledger.in_block
-            and (ledger.blocks > 0 or ledger.closed)
+            params.temperature <= 0.0
+            and params.call_threshold > 0.0
+            and self._ledger.in_flight == 0
         )
 
     def _guard(
         self, logits: torch.Tensor, choice: Choice
     ) -> tuple[Choice, tuple[TransformersDecoder, list[Token]] | None]:
         """Look ahead where ``choice`` starts a call block: a repeat (or, while calls are closed,
-        any block) is refused, its opening token masked and another chosen. Returns the choice
+        any block) is refused, its opening token masked and another chosen. A block the model
+        gives less than ``call_threshold`` (see :meth:`_gates_calls`) is declined: its opening
+        token is masked, or, where that token more likely goes on to something else (``[`` of
+        ``[TRAP]``) than any other token is chosen, written with ``[C`` banned after it. Returns
+        the choice
         and, where the look-ahead wrote what the model will write, the twin that wrote it and
         its tokens after ``choice`` (the decoder takes them over instead of computing them
         again). Every pass a look-ahead runs counts in :attr:`forward_passes`."""
         refused: list[int] = []
         texts = self._owner._texts()  # each id's surface text: enough to see a "[" start
+        repeats, gates = self._guards_repeats(), self._gates_calls()
+        declined = False  # the gate found a call less likely than the threshold: none opens
         while len(refused) < _MAX_REFUSED and choice.token_id not in self._owner._eos_ids:
             piece = texts[choice.token_id]
             text = self._tail[-(len(CALL_MARKER) - 1) :] + piece
@@ -1269,7 +1332,9 @@ class TransformersDecoder:
             closed = self._ledger.closed
             twin = self._twin()
             try:
-                outcome, tokens = self._look_ahead(twin, choice, text[at:], whole_block=not closed)
+                outcome, tokens = self._look_ahead(
+                    twin, choice, text[at:], whole_block=repeats and not closed
+                )
             except CounterpointError:  # no room to look ahead: write on, the step will tell
                 outcome, tokens = "unknown", []
             except BaseException:
@@ -1277,10 +1342,25 @@ class TransformersDecoder:
                 raise
             finally:
                 self.forward_passes += twin.forward_passes
-            if outcome == "repeat" or (closed and outcome == "call"):
+            opens = outcome in ("repeat", "call")
+            if repeats and (outcome == "repeat" or (closed and opens)):
                 self._truncate_to_context()
                 self._ledger.closed = True
                 self._ledger.refused += 1
+                refused.append(choice.token_id)
+                choice = self._pick(logits, refused)
+                continue
+            if opens and gates and not declined:
+                odds = self._call_odds(logits, refused, text[at:], tokens)
+                if odds.marker < self._params.call_threshold:
+                    declined = True
+                    self.declined_calls += 1
+                    if odds.opened_otherwise > odds.best_other:  # e.g. "[" of [TRAP]: write
+                        self._truncate_to_context()  # the opening token, not a call after it
+                        self._no_call_until = len(self._generated_ids) + _MARKER_TOKENS + 1
+                        continue  # look ahead again, with [CALL banned
+            if opens and declined:
+                self._truncate_to_context()
                 refused.append(choice.token_id)
                 choice = self._pick(logits, refused)
                 continue
@@ -1289,6 +1369,21 @@ class TransformersDecoder:
             self._truncate_to_context()
             break
         return choice, None
+
+    def _call_odds(
+        self, logits: torch.Tensor, refused: Sequence[int], lead: str, tokens: Sequence[Token]
+    ) -> MarkerOdds:
+        """The odds the model gives a block opening here (see :func:`marker_odds`), the
+        ``refused`` openers not counted."""
+        banned, allowed = self._masks()
+        scores = masked_scores(logits, banned=banned, allowed=allowed)
+        return marker_odds(
+            scores,
+            self._owner._openers(),
+            excluded=refused,
+            lead=lead,
+            after=[(t.text, t.logprob or 0.0) for t in tokens],
+        )
 
     def _look_ahead(
         self, twin: TransformersDecoder, choice: Choice, lead: str, *, whole_block: bool
@@ -1317,8 +1412,9 @@ class TransformersDecoder:
                     return "call", tokens
             elif not CALL_MARKER.startswith(written) or len(tokens) >= _MARKER_TOKENS:
                 return "other", tokens
-            if len(twin._generated_ids) >= self._params.max_tokens:
-                return "unknown", tokens
+            if len(twin._generated_ids) >= self._params.max_tokens:  # a block opened (the
+                opened = written.startswith(CALL_MARKER)  # budget ends it), or it is unknown
+                return ("call" if opened else "unknown"), tokens
             state = twin._generator.get_state()
             token = twin._step_sync()
             if token is None:  # end of sequence: the decoder will choose it again, so the

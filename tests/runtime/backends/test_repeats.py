@@ -119,7 +119,13 @@ async def steered(
 ) -> _Steered:
     """Run a steered generation for ``tokens`` tokens (or to its end); return it, closed."""
     _Steered.script = script
-    params = SamplingParams(max_tokens=tokens, repeat_calls=repeat, temperature=temperature, seed=7)
+    params = SamplingParams(
+        max_tokens=tokens,
+        repeat_calls=repeat,
+        temperature=temperature,
+        seed=7,
+        call_threshold=0.0,  # the steering biases the choice, not the gate's view of the model
+    )
     prompt = model.render_for(CHAT, TOOLS.specs())
     constraint = model._constraint(TOOLS.specs(), "auto")
     decoder = await model._open(_Steered, prompt.text, None, params, constraint=constraint)
@@ -132,7 +138,7 @@ async def steered(
 async def open_steered(model: TransformersModel, script: str, tokens: int) -> _Steered:
     """An open steered generation on the weather chat (the caller closes it)."""
     _Steered.script = script
-    params = SamplingParams(max_tokens=tokens)
+    params = SamplingParams(max_tokens=tokens, call_threshold=0.0)  # (see steered)
     prompt = model.render_for(CHAT, TOOLS.specs())
     constraint = model._constraint(TOOLS.specs(), "auto")
     return await model._open(_Steered, prompt.text, None, params, constraint=constraint)
