@@ -88,6 +88,7 @@ _FLAGS = {
     "data_dir": "--data-dir",
     "constrained": "--constrained/--no-constrained",
     "adapter": "--adapter",
+    "call_threshold": "--call-threshold",
 }
 
 
@@ -248,6 +249,13 @@ def bfcl(
             "adapter on the embedded model); none: the raw model."
         ),
     ] = None,
+    call_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Local backend, greedy: open a call block only where the model gives it at least "
+            "this probability (0.5); 0: the likeliest token decides."
+        ),
+    ] = None,
 ) -> None:
     """Run BFCL cases through an agent in each mode; record accuracy and latency per case."""
     console = Console(stderr=True)
@@ -262,6 +270,7 @@ def bfcl(
         "data_dir": str(data_dir) if data_dir is not None else None,
         "constrained": constrained,
         "adapter": adapter,
+        "call_threshold": call_threshold,
     }
     with _user_errors():
         if concurrency < 1:
@@ -286,6 +295,9 @@ def bfcl(
                     data_dir=str(data_dir) if data_dir is not None else None,
                     constrained=constrained is not False,
                     adapter=adapter,
+                    call_threshold=(
+                        call_threshold if call_threshold is not None else EvalConfig.call_threshold
+                    ),
                 )
             _warn_held_back(config, console)
             outcome = _run(config, tracer, resume, base_url, concurrency, console)

@@ -183,6 +183,8 @@ class EvalConfig:
             model writes every token itself).
         adapter: a LoRA adapter folder merged into the local model (None: the project's CML
             adapter on the embedded model, none on others; ``"none"``: the base model).
+        call_threshold: the local backend opens a call block only where the model gives it at
+            least this probability (:attr:`SamplingParams.call_threshold`; 0: plain greedy).
     """
 
     categories: tuple[str, ...] = DEVELOPMENT_CATEGORIES
@@ -196,6 +198,7 @@ class EvalConfig:
     turns: Literal["all", "first"] = "all"
     constrained: bool = True
     adapter: str | None = None
+    call_threshold: float = SamplingParams().call_threshold
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", expand_categories(self.categories))
@@ -208,6 +211,10 @@ class EvalConfig:
             raise ConfigError(f"--max-tokens must be 1 or more, got {self.max_tokens}")
         if not self.latency_scale >= 0:
             raise ConfigError(f"--latency-scale must be 0 or more, got {self.latency_scale}")
+        if not 0.0 <= self.call_threshold < 1.0:
+            raise ConfigError(
+                f"--call-threshold must be at least 0 and below 1, got {self.call_threshold}"
+            )
         if self.turns not in ("all", "first"):
             raise ConfigError(f"turns must be 'all' or 'first', got {self.turns!r}")
 
@@ -223,6 +230,7 @@ class EvalConfig:
         """The config an eval run stored (unknown keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs.setdefault("call_threshold", 0.0)  # stored before it existed: plain greedy
         for key in ("categories", "modes"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
@@ -365,7 +373,9 @@ class _Run:
             tools=tools,
             model=self.models.for_case(case, mode, tools),
             mode=mode,
-            params=SamplingParams(max_tokens=config.max_tokens),
+            params=SamplingParams(
+                max_tokens=config.max_tokens, call_threshold=config.call_threshold
+            ),
             limits=Limits(max_tokens=config.max_tokens),
             tracer=False,
         )

@@ -154,6 +154,11 @@ class ScriptedDecoder:
         return part
 
     @property
+    def params(self) -> SamplingParams:
+        """The sampling parameters the decoder was opened with (for tests)."""
+        return self._params
+
+    @property
     def prompt_tokens(self) -> int:
         return self._prompt_tokens
 

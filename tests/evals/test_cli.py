@@ -62,6 +62,11 @@ def test_bad_concurrency_is_one_line_and_exit_2(tmp_path: Path) -> None:
     _one_line_error(result, "--concurrency")
 
 
+def test_bad_call_threshold_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = _invoke("bfcl", "--call-threshold", "1.5", "--db", str(tmp_path / "t.db"))
+    _one_line_error(result, "--call-threshold must be at least 0 and below 1, got 1.5")
+
+
 def test_run_then_report(tmp_path: Path) -> None:
     db = str(tmp_path / "t.db")
     args = ["bfcl", "-c", "parallel", "-m", "sync", "-m", "async", "--limit", "2", *FAST]

@@ -32,7 +32,7 @@ from counterpoint.evals.runner import (
 from counterpoint.evals.simulate import case_toolset
 from counterpoint.runtime.backends._http import BackendError
 from counterpoint.runtime.backends._sse import StreamInterrupted
-from counterpoint.runtime.backends.base import Model
+from counterpoint.runtime.backends.base import Model, SamplingParams
 from counterpoint.runtime.session import Mode
 from counterpoint.runtime.tracing import (
     EvalResultRecord,
@@ -521,3 +521,28 @@ async def test_the_embedded_model_runs_a_case_end_to_end(tracer: SQLiteTracer) -
     assert result.model == "SmolLM2-135M-Instruct+cml"  # the shipped adapter, by default
     run = query.get_run(tracer.store, result.run_id)
     assert run.parent_run_id == outcome.run_id and run.output_tokens == result.output_tokens
+
+
+# -- the call threshold ------------------------------------------------------------------------
+
+
+def test_the_call_threshold_is_stored_with_the_run() -> None:
+    config = _config(call_threshold=0.3)
+    assert EvalConfig.from_json(config.to_json()).call_threshold == 0.3
+    assert _config().call_threshold == SamplingParams().call_threshold == 0.5
+    # a run stored before the threshold existed decoded plainly: resuming it keeps that
+    assert EvalConfig.from_json({"categories": ["simple_python"]}).call_threshold == 0.0
+    for bad in (-0.5, 1.0):
+        with pytest.raises(ConfigError, match="--call-threshold"):
+            _config(call_threshold=bad)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.7])
+async def test_the_call_threshold_reaches_the_model(tracer: SQLiteTracer, threshold: float) -> None:
+    source = _Recording("[CALL] c1 [HEAD] math.factorial(number=5) [END]\n[TRAP][END]\nDone.")
+    config = _config(
+        categories=("simple_python",), modes=("sync",), limit=1, call_threshold=threshold
+    )
+    await run_bfcl(config, tracer, models=source)
+    (decoder,) = source.models[0].decoders
+    assert decoder.params.call_threshold == threshold
