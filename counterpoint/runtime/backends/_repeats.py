@@ -74,8 +74,8 @@ class MarkerOdds:
     completes: float
     """The probability that the opening goes on to the whole marker (a ``[`` also begins
     other markers, such as ``[TRAP]``)."""
-    best_other: float
-    """The probability of the likeliest token that opens nothing."""
+    others: float
+    """The mass of the tokens that cannot open it."""
 
     @property
     def marker(self) -> float:
@@ -92,30 +92,28 @@ def marker_odds(
     logits: torch.Tensor,
     openers: torch.Tensor,
     *,
-    excluded: Sequence[int] = (),
     lead: str,
     after: Sequence[tuple[str, float]],
     marker: str = CALL_MARKER,
 ) -> MarkerOdds:
     """The odds of ``marker`` at a step whose scores are ``logits`` (bans applied: ``-inf``):
-    the mass of the opening tokens (``openers``, less the ids in ``excluded``), and the
-    probability of the tokens that completed the marker on the path one of them took (``lead``:
-    that token's text from the marker's start; ``after``: the (text, logprob) of the tokens
-    written after it), taken as the path of every opening token."""
+    the mass of the opening tokens (``openers``), and the probability of the tokens that
+    completed the marker on the path one of them took (``lead``: that token's text from the
+    marker's start; ``after``: the (text, logprob) of the tokens written after it).
+
+    An estimate: every opening token is taken to go on as that one did (a `` [`` or ``.[`` in
+    prose less often does), and only that path's spelling of the rest of the marker counts."""
     mass = torch.softmax(logits.float(), dim=-1)
-    chosen = openers[: mass.numel()].clone()
-    others = ~chosen
-    if excluded:
-        chosen[torch.tensor(excluded, dtype=torch.long)] = False
+    chosen = openers[: mass.numel()]
     opened = float(mass[chosen].sum())
-    best_other = float(mass[others].max()) if bool(others.any()) else 0.0
+    others = float(mass[~chosen].sum())
     written, logprob = lead, 0.0
     for text, step in after:
         if written.startswith(marker):
             break
         logprob += step
         written += text
-    return MarkerOdds(opened, math.exp(logprob), best_other)
+    return MarkerOdds(opened, math.exp(logprob), others)
 
 
 class CallLedger:

@@ -147,12 +147,14 @@ class SamplingParams(BaseModel):
         ge=0.0,
         lt=1.0,
         description=(
-            "Greedy decoding only (temperature 0): a call block opens only where the model "
-            "gives opening one at least this probability, summed over every token that can "
-            "begin it. Greedy decoding picks the likeliest token, and a lone '[' often beats "
-            "each word of an answer while the answer as a whole is likelier than a call; 0.5 "
-            "picks the likelier of the two. 0 turns it off (the likeliest token decides). "
-            "Sampling draws the call at its own probability and ignores it; so does a backend "
+            "Greedy decoding only (temperature 0): where none of the generation's calls waits "
+            "for its result, a call block opens only where the model gives opening one at "
+            "least this probability (estimated: the mass of every token that can begin it, "
+            "times the probability of the path that completed the marker). Greedy decoding "
+            "picks the likeliest token, and a lone '[' often beats each word of an answer "
+            "while the answer as a whole is likelier than a call; 0.5 picks the likelier of "
+            "the two. 0 turns it off (the likeliest token decides). Sampling draws the call at "
+            "its own probability and ignores it; so do unconstrained generations and backends "
             "that cannot see the model's distribution."
         ),
     )

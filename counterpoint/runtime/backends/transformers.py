@@ -776,7 +776,7 @@ class TransformersDecoder:
         self._chosen: tuple[int, float] | None = None  # a look-ahead's last token, not fed yet
         self._ledger = CallLedger()
         self._looking_ahead = False
-        self._no_call_until = 0  # [CALL is banned until this many tokens are written
+        self._no_call_until = 0  # "[C" is banned until this many tokens are written
         self._ahead_from = 0  # a twin: the context length it started from
         self._lock = asyncio.Lock()
         self.forward_passes = 0
@@ -1078,6 +1078,7 @@ class TransformersDecoder:
         ``failed``: those it reports failed (so writing one again is a retry, not a repeat)."""
         self._drop_forced()
         self._ledger.interrupted(failed, answered)
+        self._no_call_until = 0  # new information: calls may open again
         ids = self._owner.encode(text, special_tokens=special_tokens)
         feed = ([] if self._pending is None else [self._pending]) + ids
         if feed:
@@ -1323,6 +1324,7 @@ class TransformersDecoder:
         texts = self._owner._texts()  # each id's surface text: enough to see a "[" start
         repeats, gates = self._guards_repeats(), self._gates_calls()
         declined = False  # the gate found a call less likely than the threshold: none opens
+        shut_until = self._no_call_until
         while len(refused) < _MAX_REFUSED and choice.token_id not in self._owner._eos_ids:
             piece = texts[choice.token_id]
             text = self._tail[-(len(CALL_MARKER) - 1) :] + piece
@@ -1351,16 +1353,17 @@ class TransformersDecoder:
                 choice = self._pick(logits, refused)
                 continue
             if opens and gates and not declined:
-                odds = self._call_odds(logits, refused, text[at:], tokens)
+                odds = self._call_odds(logits, text[at:], tokens)
                 if odds.marker < self._params.call_threshold:
                     declined = True
                     self.declined_calls += 1
-                    if odds.opened_otherwise > odds.best_other:  # e.g. "[" of [TRAP]: write
-                        self._truncate_to_context()  # the opening token, not a call after it
-                        self._no_call_until = len(self._generated_ids) + _MARKER_TOKENS + 1
-                        continue  # look ahead again, with [CALL banned
+                    if odds.opened_otherwise > odds.others:  # its "[" likelier goes on to
+                        self._truncate_to_context()  # something else ([TRAP]) than anything
+                        self._shut_calls()  # else is written: write it, the way to a call shut
+                        continue  # (and look ahead at it again)
             if opens and declined:
                 self._truncate_to_context()
+                self._no_call_until = shut_until  # refused: no "[" of this step to shut after
                 refused.append(choice.token_id)
                 choice = self._pick(logits, refused)
                 continue
@@ -1368,19 +1371,22 @@ class TransformersDecoder:
                 return choice, (twin, tokens)  # what it wrote is what the model will write
             self._truncate_to_context()
             break
+        else:
+            if declined:  # out of refusals: the last choice is not looked at, calls are shut
+                self._shut_calls()
         return choice, None
 
-    def _call_odds(
-        self, logits: torch.Tensor, refused: Sequence[int], lead: str, tokens: Sequence[Token]
-    ) -> MarkerOdds:
-        """The odds the model gives a block opening here (see :func:`marker_odds`), the
-        ``refused`` openers not counted."""
+    def _shut_calls(self) -> None:
+        """Ban ``[C`` (the way on from ``[`` to ``[CALL]``) for the next few tokens."""
+        self._no_call_until = len(self._generated_ids) + _MARKER_TOKENS + 1
+
+    def _call_odds(self, logits: torch.Tensor, lead: str, tokens: Sequence[Token]) -> MarkerOdds:
+        """The odds the model gives a block opening here (see :func:`marker_odds`)."""
         banned, allowed = self._masks()
         scores = masked_scores(logits, banned=banned, allowed=allowed)
         return marker_odds(
             scores,
             self._owner._openers(),
-            excluded=refused,
             lead=lead,
             after=[(t.text, t.logprob or 0.0) for t in tokens],
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import torch
@@ -55,11 +56,9 @@ def test_a_marker_s_odds_are_its_openers_mass_times_its_path() -> None:
     assert odds.completes == pytest.approx(0.5)
     assert odds.marker == pytest.approx(0.2)
     assert odds.opened_otherwise == pytest.approx(0.2)
-    assert odds.best_other == pytest.approx(0.6)
-    # the tokens after the marker is complete do not count; a refused opener's mass does not
-    odds = marker_odds(logits, openers, excluded=[1], lead="[CALL]", after=after)
-    assert odds.marker == pytest.approx(0.3)
-    assert odds.best_other == pytest.approx(0.6)  # a refused opener is not an "other"
+    assert odds.others == pytest.approx(0.6)
+    # the tokens after the marker is complete do not count
+    assert marker_odds(logits, openers, lead="[CALL]", after=after).marker == pytest.approx(0.4)
     # -inf logits (banned ids) carry no mass
     banned = torch.tensor([0.0, float("-inf"), 0.0])
     assert marker_odds(banned, openers, lead="[CALL]", after=[]).marker == pytest.approx(0.5)
@@ -87,38 +86,57 @@ def test_the_threshold_is_a_probability_below_one() -> None:
 # -- on the real model ----------------------------------------------------------------------------
 
 
-class _Rigged(TransformersDecoder):
-    """The first step chooses from rigged logits: ``[`` at 30%, ten words at 7% each."""
+class _Rig(TransformersDecoder):
+    """The first step chooses from ``first`` (token text -> probability, every other token
+    ~0); where it wrote ``[``, the next from ``bracket`` (if given). The real model writes on."""
+
+    first: ClassVar[dict[str, float]] = {}
+    bracket: ClassVar[dict[str, float] | None] = None
 
     def _step_end(self) -> Token | None:
-        if not self._generated_ids and self._logits is not None:
+        table: dict[str, float] | None = None
+        if self._logits is not None and not self._generated_ids:
+            table = self.first
+        elif self._logits is not None and len(self._generated_ids) == 1:
+            wrote = self._owner.tokenizer.decode(list(self._generated_ids))
+            table = self.bracket if wrote == "[" else None
+        if table is not None:
+            assert self._logits is not None
             rigged = torch.full_like(self._logits, -40.0)
-            rigged[self._owner.encode("[")[0]] = math.log(0.3)
-            for word in WORDS:
-                rigged[self._owner.encode(word)[0]] = math.log(0.07)
-            rigged[self._owner.encode(" The")[0]] = math.log(0.071)  # the words' favourite
+            for text, p in table.items():
+                rigged[self._owner.encode(text)[0]] = math.log(p)
             self._logits = rigged
         return super()._step_end()
 
 
-class _RiggedTrap(TransformersDecoder):
-    """The first step is ``[`` (90%); after it ``C`` (of ``[CALL]``) has 55%, ``TR`` (of
-    ``[TRAP]``) 45%. A call is then 49.5% likely: greedy writes ``[C``, though a trap (40.5%)
-    or ``The`` (10%) is likelier than a call, and of those two the trap is likelier."""
+class _Rigged(_Rig):
+    """``[`` at 30%, ten words at 7% each: ``[`` is the likeliest token, words the likelier
+    event."""
 
-    def _step_end(self) -> Token | None:
-        if self._logits is not None and len(self._generated_ids) < 2:
-            rigged = torch.full_like(self._logits, -40.0)
-            if not self._generated_ids:
-                rigged[self._owner.encode("[")[0]] = math.log(0.9)
-                rigged[self._owner.encode(" The")[0]] = math.log(0.1)
-            elif self._owner.tokenizer.decode(list(self._generated_ids)) == "[":
-                rigged[self._owner.encode("C")[0]] = math.log(0.55)
-                rigged[self._owner.encode("TR")[0]] = math.log(0.45)
-            else:
-                return super()._step_end()
-            self._logits = rigged
-        return super()._step_end()
+    first: ClassVar[dict[str, float]] = {"[": 0.3, **dict.fromkeys(WORDS, 0.07), " The": 0.071}
+
+
+class _RiggedTrap(_Rig):
+    """``[`` (90%), then ``C`` (of ``[CALL]``) 55%, ``TR`` (of ``[TRAP]``) 45%: a call is
+    49.5% likely, so greedy's ``[C`` is declined; a trap (40.5%) is likelier than ``The``
+    (10%)."""
+
+    first: ClassVar[dict[str, float]] = {"[": 0.9, " The": 0.1}
+    bracket: ClassVar[dict[str, float] | None] = {"C": 0.55, "TR": 0.45}
+
+
+class _RiggedWords(_Rig):
+    """``[`` (40%), then ``C`` 60%, ``TR`` 40%; four words at 15% each: the call (24%) is
+    declined, and ``[`` going on to a trap (16%) beats each word but not the words (60%)."""
+
+    first: ClassVar[dict[str, float]] = {
+        "[": 0.4,
+        " The": 0.15,
+        " It": 0.149,
+        " Sure": 0.149,
+        " Tokyo": 0.149,
+    }
+    bracket: ClassVar[dict[str, float] | None] = {"C": 0.6, "TR": 0.4}
 
 
 class _RiggedAfterCall(TransformersDecoder):
@@ -199,12 +217,11 @@ async def test_without_the_threshold_the_likeliest_token_opens_the_call(
 
 
 @pytest.mark.model
-async def test_required_and_sampling_are_not_gated(model: TransformersModel) -> None:
-    text, decoder = await rigged(model, tool_choice="required")
+async def test_sampling_is_not_gated(model: TransformersModel) -> None:
+    # seed 2 draws "[" then "C": a call of 49.5%, which greedy decoding would decline
+    text, decoder = await rigged(model, rig=_RiggedTrap, temperature=1.0, seed=2)
     assert text.startswith("[CALL] c1 [HEAD] get_weather("), text
     assert decoder.declined_calls == 0
-    _, sampled = await rigged(model, temperature=0.7, seed=3)
-    assert sampled.declined_calls == 0  # sampling draws the call at its own probability
 
 
 @pytest.mark.model
@@ -218,12 +235,25 @@ async def test_a_declined_call_s_bracket_goes_on_to_the_likelier_marker(
     assert free.startswith("[CALL] c1 [HEAD] get_weather("), free
 
 
+@pytest.mark.model
+async def test_a_declined_call_s_bracket_is_weighed_against_every_word(
+    model: TransformersModel,
+) -> None:
+    text, decoder = await rigged(model, rig=_RiggedWords)
+    assert text.startswith(" The"), text  # not "[TR": 16% against 60% of words
+    assert decoder.declined_calls == 1
+
+
 async def after_a_call(
-    model: TransformersModel, *, answer: bool
+    model: TransformersModel, *, answer: bool, repeat_calls: bool = True, max_tokens: int = 80
 ) -> tuple[str, TransformersDecoder]:
-    """A required first call, its result injected (``answer``) or not, then the rigged step."""
-    # (repeat_calls: the rigged second call repeats the first, and this is not about repeats)
-    sampling = SamplingParams(max_tokens=80, tool_choice="required", repeat_calls=True)
+    """A required first call, its result injected (``answer``) or not, then the rigged step.
+
+    (``repeat_calls``: the rigged second call repeats the first; that is not what these tests
+    are about, unless they say so.)"""
+    sampling = SamplingParams(
+        max_tokens=max_tokens, tool_choice="required", repeat_calls=repeat_calls
+    )
     prompt = model.render_for(CHAT, TOOLS.specs())
     constraint = model._constraint(TOOLS.specs(), "required")
     decoder = await model._open(
@@ -258,3 +288,14 @@ async def test_the_gate_decides_between_calling_again_and_answering(
     after, decoder = await after_a_call(model, answer=False)
     assert after.startswith("[CALL] c2"), after
     assert decoder.declined_calls == 0
+
+
+@pytest.mark.model
+async def test_a_block_the_token_budget_cuts_still_counts_as_a_call(
+    model: TransformersModel,
+) -> None:
+    # With the repeat guard on, the look-ahead writes the whole block; 28 tokens end it inside
+    # the block, after [CALL]: that is a call (declined here), not an unknown to write on with.
+    after, decoder = await after_a_call(model, answer=True, repeat_calls=False, max_tokens=28)
+    assert after.startswith(" The"), after
+    assert decoder.declined_calls == 1

@@ -124,7 +124,6 @@ async def steered(
         repeat_calls=repeat,
         temperature=temperature,
         seed=7,
-        call_threshold=0.0,  # the steering biases the choice, not the gate's view of the model
     )
     prompt = model.render_for(CHAT, TOOLS.specs())
     constraint = model._constraint(TOOLS.specs(), "auto")
@@ -138,7 +137,9 @@ async def steered(
 async def open_steered(model: TransformersModel, script: str, tokens: int) -> _Steered:
     """An open steered generation on the weather chat (the caller closes it)."""
     _Steered.script = script
-    params = SamplingParams(max_tokens=tokens, call_threshold=0.0)  # (see steered)
+    # the steering biases the choice, not the model the call threshold reads: a steered call
+    # written after a result (no call in flight) would be declined
+    params = SamplingParams(max_tokens=tokens, call_threshold=0.0)
     prompt = model.render_for(CHAT, TOOLS.specs())
     constraint = model._constraint(TOOLS.specs(), "auto")
     return await model._open(_Steered, prompt.text, None, params, constraint=constraint)
