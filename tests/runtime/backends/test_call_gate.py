@@ -19,22 +19,10 @@ from pydantic import ValidationError
 
 from counterpoint.core.calls import Call, CallResult
 from counterpoint.runtime.backends._repeats import CallLedger, marker_odds, opener_mask
-from counterpoint.runtime.backends.base import Message, SamplingParams, Token
+from counterpoint.runtime.backends.base import SamplingParams, Token
 from counterpoint.runtime.backends.transformers import TransformersDecoder, TransformersModel
-from counterpoint.tools import Toolset, tool
+from tests.runtime.backends._weather import CHAT, TOOLS
 
-
-@tool
-def get_weather(city: str, unit: str = "celsius") -> dict[str, object]:
-    """The current weather in a city."""
-    return {"city": city, "temp_c": 17}
-
-
-TOOLS = Toolset(get_weather)
-CHAT = [
-    Message(role="system", content="You are helpful."),
-    Message(role="user", content="What is the weather like in Tokyo right now?"),
-]
 WORDS = [" The", " I", " It", " Sure", " Tokyo", " Let", " Hello", " We", " Yes", " No"]
 
 
@@ -177,6 +165,15 @@ def model() -> Iterator[TransformersModel]:
     loaded.close()
 
 
+async def open_rigged(
+    model: TransformersModel, rig: type[TransformersDecoder], sampling: SamplingParams
+) -> TransformersDecoder:
+    """A ``rig`` decoder on the weather chat, constrained to its tools."""
+    prompt = model.render_for(CHAT, TOOLS.specs())
+    constraint = model._constraint(TOOLS.specs(), sampling.tool_choice)
+    return await model._open(rig, prompt.text, None, sampling, constraint=constraint)
+
+
 async def rigged(
     model: TransformersModel,
     tool_choice: str = "auto",
@@ -185,9 +182,7 @@ async def rigged(
 ) -> tuple[str, TransformersDecoder]:
     """Write 24 tokens from the rigged first steps; return the text and the (closed) decoder."""
     sampling = SamplingParams(max_tokens=24, tool_choice=tool_choice, **params)  # type: ignore[arg-type]
-    prompt = model.render_for(CHAT, TOOLS.specs())
-    constraint = model._constraint(TOOLS.specs(), tool_choice)
-    decoder = await model._open(rig, prompt.text, None, sampling, constraint=constraint)
+    decoder = await open_rigged(model, rig, sampling)
     text = ""
     while (token := await decoder.step()) is not None:
         text += token.text
@@ -254,11 +249,7 @@ async def after_a_call(
     sampling = SamplingParams(
         max_tokens=max_tokens, tool_choice="required", repeat_calls=repeat_calls
     )
-    prompt = model.render_for(CHAT, TOOLS.specs())
-    constraint = model._constraint(TOOLS.specs(), "required")
-    decoder = await model._open(
-        _RiggedAfterCall, prompt.text, None, sampling, constraint=constraint
-    )
+    decoder = await open_rigged(model, _RiggedAfterCall, sampling)
     text = ""
     while "[END]" not in text and (token := await decoder.step()) is not None:
         text += token.text

@@ -16,22 +16,10 @@ from counterpoint.core.calls import Call, CallResult
 from counterpoint.errors import CounterpointError
 from counterpoint.runtime.backends._repeats import CallLedger, call_key, marker_start
 from counterpoint.runtime.backends._sampling import Choice
-from counterpoint.runtime.backends.base import Message, SamplingParams
+from counterpoint.runtime.backends.base import SamplingParams
 from counterpoint.runtime.backends.transformers import TransformersDecoder, TransformersModel
-from counterpoint.tools import Toolset, tool
+from tests.runtime.backends._weather import CHAT, TOOLS
 
-
-@tool
-def get_weather(city: str, unit: str = "celsius") -> dict[str, object]:
-    """The current weather in a city."""
-    return {"city": city, "temp_c": 17}
-
-
-TOOLS = Toolset(get_weather)
-CHAT = [
-    Message(role="system", content="You are helpful."),
-    Message(role="user", content="What is the weather like in Tokyo right now?"),
-]
 TOKYO = '[CALL] c1 [HEAD] get_weather(city="Tokyo") [END]\n'
 AGAIN = '[CALL] c2 [HEAD] get_weather(city="Tokyo") [END]\n'
 
