@@ -217,7 +217,9 @@ class TransformersModel:
         self.lean_decode = LeanDecode.eligible(model)
         """Run one-token decode steps through :class:`~._lean.LeanDecode` (same ops as the
         model's own forward, bit for bit, without its per-call Python overhead; on CPUs whose
-        one-row matmul rounds apart from a batch's, the forward of the row in a batch);
+        one-row matmul rounds apart from a batch's, the forward of the row in a batch), and
+        passes of several tokens (prefill chunks, extensions, jump-forward) through its
+        :meth:`~._lean.LeanDecode.feed` where that is bit for bit the model's forward;
         ``False`` runs every pass through ``model.forward``. Only Llama-architecture models with
         SDPA attention have it."""
 
@@ -721,6 +723,14 @@ class TransformersModel:
             self._lean = LeanDecode.of(self._model)
         return self._lean
 
+    def _lean_feed(self, cache: DynamicCache) -> LeanDecode | None:
+        """The lean step, where it may run a pass of several tokens on ``cache`` bit for bit as
+        the model's forward would (:meth:`~._lean.LeanDecode.feeds_exactly`); else ``None``."""
+        lean = self._lean_step() if self.lean_decode else None
+        if lean is None or not lean.fits(cache) or not lean.feeds_exactly():
+            return None
+        return lean
+
     def close(self) -> None:
         """Stop the worker thread (after the forward pass in progress). Idempotent."""
         if not self._closed:
@@ -1007,9 +1017,13 @@ class TransformersDecoder:
         owner = self._owner
         if len(ids) == 1 and (lean := self._lean_pass(cache, ids[0])) is not None:
             return lean if keep else lean[:0]
+        feeder = owner._lean_feed(cache)
         self.forward_passes += 1
         try:
             with torch.inference_mode():
+                if feeder is not None:
+                    with owner.pass_threads(len(ids)):
+                        return feeder.feed(ids, cache, keep)
                 extra: dict[str, Any] = {"logits_to_keep": max(1, keep)} if owner._keep_arg else {}
                 extra[owner._cache_arg] = cache
                 input_ids = torch.tensor([ids], dtype=torch.long)

@@ -217,3 +217,91 @@ def test_a_projection_whose_kernel_fails_the_probe_counts_as_differing() -> None
     from counterpoint.runtime.backends._lean import _row_invariance
 
     assert _row_invariance(_Refusing()) == ((4, 8), False, False)
+
+
+@pytest.mark.parametrize("attention", [PACKED_SDPA, "sdpa"])
+def test_a_pass_of_several_tokens_is_bit_identical_to_the_forward(
+    model: TransformersModel, attention: str
+) -> None:
+    """``LeanDecode.feed``: a prompt on an empty cache, then short and long passes on it, keeping
+    one, two or no rows of logits, give the forward's logits and keys and values bit for bit."""
+    hf = model.hf_model
+    lean = LeanDecode.build(hf)
+    assert lean is not None and lean.feeds_exactly()
+    arg = cache_argument(hf)
+    ids = _ids(model, PROMPTS[1])
+    more = model.encode(" The sea is wide and deep, and the wind is cold tonight." * 12)
+    ours, theirs = DynamicCache(config=hf.config), DynamicCache(config=hf.config)
+    hf.set_attn_implementation(attention)
+    try:
+        with torch.inference_mode():
+            for part, keep in ((ids, 1), (more[:5], 2), (more[5:7], 1), (more[7:], 0)):
+                got = lean.feed(part, ours, keep)
+                want = hf(
+                    input_ids=torch.tensor([part]),
+                    use_cache=True,
+                    logits_to_keep=max(1, keep),
+                    **{arg: theirs},
+                ).logits[0]
+                assert got.shape == (keep, hf.config.vocab_size)
+                assert torch.equal(got, want[want.shape[0] - keep :]), (len(part), keep)
+                for a, b in zip(ours.layers, theirs.layers, strict=True):
+                    assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    finally:
+        hf.set_attn_implementation(PACKED_SDPA)
+    assert len(more) > 100  # the last pass is a long one
+
+
+async def test_passes_of_several_tokens_run_lean_and_change_no_token(
+    model: TransformersModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt, an extension and the steps after them: the same tokens whether passes of
+    several tokens run the lean feed or the model's forward, and the feed does run them."""
+    shared = LeanDecode.of(model.hf_model)
+    assert shared is not None and shared.feeds_exactly()  # probed before passes are counted
+    fed: list[int] = []
+    feed = LeanDecode.feed
+
+    def counting(self: LeanDecode, ids: Any, cache: DynamicCache, keep: int) -> torch.Tensor:
+        fed.append(len(ids))
+        return feed(self, ids, cache, keep)
+
+    monkeypatch.setattr(LeanDecode, "feed", counting)
+    fresh = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
+    runs: dict[bool, list[int]] = {}
+    for lean in (True, False):
+        if not lean:
+            monkeypatch.setattr(LeanDecode, "feeds_exactly", lambda self: False)
+        decoder = await fresh.start(
+            [Message(role="user", content=PROMPTS[2])], SamplingParams(max_tokens=30)
+        )
+        ids = [t.id for _ in range(6) if (t := await decoder.step()) is not None]
+        await decoder.extend("\nbanana, cherry and")
+        while (token := await decoder.step()) is not None:
+            ids.append(token.id)
+        await decoder.close()
+        runs[lean] = ids
+        if lean:  # the prompt (in pieces at its message boundaries) and the extension
+            assert len(fed) >= 2 and min(fed) > 1, fed
+            counted = len(fed)
+    fresh.close()
+    assert len(fed) == counted  # none with the feed refused
+    assert runs[True] == runs[False]
+
+
+def test_a_feed_that_differs_from_the_forward_is_not_used(model: TransformersModel) -> None:
+    hf = model.hf_model
+    for broken in ("rounds apart", "raises"):
+        lean = LeanDecode.build(hf)
+        assert lean is not None
+        feed = lean.feed
+
+        def wrong(
+            ids: Any, cache: DynamicCache, keep: int, how: str = broken, feed: Any = feed
+        ) -> torch.Tensor:
+            if how == "raises":
+                raise TypeError("an argument this transformers version does not take")
+            return feed(ids, cache, keep) + 1.0  # bf16: a factor near 1 could round away
+
+        lean.feed = wrong  # type: ignore[method-assign]
+        assert not lean.feeds_exactly(), broken
