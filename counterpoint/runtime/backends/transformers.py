@@ -80,6 +80,7 @@ __all__ = [
     "TransformersDecoder",
     "TransformersModel",
     "cache_argument",
+    "forward_logits",
 ]
 
 _T = TypeVar("_T")
@@ -1502,6 +1503,29 @@ class TransformersDecoder:
         self.last_prefill_s = seconds
         self.last_prefill_tokens = tokens
         self.prefill_s_total += seconds
+
+
+def forward_logits(
+    hf_model: Any, ids: Sequence[int], keep: int, cache: DynamicCache
+) -> torch.Tensor:
+    """One forward pass of ``ids`` onto ``cache``: the logits after each of the last ``keep``
+    (``keep`` >= 1), as the model's forward gives them. A pass of several tokens runs
+    :meth:`~._lean.LeanDecode.feed` where that is bit for bit the forward (Llama models, no hook;
+    probed once per model), without the forward's slow head on a slice. Worker thread."""
+    if keep < 1:
+        raise ValueError(f"keep at least one row of logits, got {keep}")
+    lean = LeanDecode.of(hf_model) if len(ids) > 1 else None
+    with torch.inference_mode():
+        if lean is not None and lean.fits(cache) and lean.feeds_exactly():
+            return lean.feed(ids, cache, keep)
+        out = hf_model(
+            input_ids=torch.tensor([list(ids)], dtype=torch.long),
+            use_cache=True,
+            logits_to_keep=keep,
+            **{cache_argument(hf_model): cache},
+        )
+    logits: torch.Tensor = out.logits[0, -keep:]
+    return logits
 
 
 def cache_argument(model: Any) -> str:

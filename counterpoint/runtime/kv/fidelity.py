@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from counterpoint.runtime.backends.transformers import cache_argument
+from counterpoint.runtime.backends.transformers import forward_logits as backend_forward_logits
 
 __all__ = ["Fidelity", "compare_logits", "forward_logits"]
 
@@ -80,17 +80,10 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor) -> Fidelity
 def forward_logits(
     hf_model: Any, ids: Sequence[int], keep: int, cache: DynamicCache | None = None
 ) -> torch.Tensor:
-    """Feed ``ids`` (onto ``cache``, or from scratch) and return the last ``keep`` logits.
+    """Feed ``ids`` (onto ``cache``, or from scratch) and return the last ``keep`` logits, in
+    fp32 (the backend's :func:`~counterpoint.runtime.backends.transformers.forward_logits`).
 
     Runs a forward pass: call it in the model's worker thread. ``cache`` grows.
     """
     past = cache if cache is not None else DynamicCache(config=hf_model.config)
-    with torch.inference_mode():
-        out = hf_model(
-            input_ids=torch.tensor([list(ids)], dtype=torch.long),
-            use_cache=True,
-            logits_to_keep=keep,
-            **{cache_argument(hf_model): past},
-        )
-    logits: torch.Tensor = out.logits[0, -keep:].float()
-    return logits
+    return backend_forward_logits(hf_model, ids, keep, past).float()

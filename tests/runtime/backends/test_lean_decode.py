@@ -24,6 +24,7 @@ from counterpoint.runtime.backends.transformers import (
     TransformersDecoder,
     TransformersModel,
     cache_argument,
+    forward_logits,
 )
 
 PROMPTS = [
@@ -305,3 +306,23 @@ def test_a_feed_that_differs_from_the_forward_is_not_used(model: TransformersMod
 
         lean.feed = wrong  # type: ignore[method-assign]
         assert not lean.feeds_exactly(), broken
+
+
+def test_the_backends_forward_logits_are_the_forwards(model: TransformersModel) -> None:
+    """``forward_logits`` (what KV reuse prefills with): several tokens through the feed, one
+    through the model's forward, both bit for bit what the forward gives and leaves."""
+    hf = model.hf_model
+    arg = cache_argument(hf)
+    ids = _ids(model, PROMPTS[0])
+    ours, theirs = DynamicCache(config=hf.config), DynamicCache(config=hf.config)
+    for part, keep in ((ids[:-1], 3), (ids[-1:], 1)):
+        got = forward_logits(hf, part, keep, ours)
+        with torch.inference_mode():
+            want = hf(
+                input_ids=torch.tensor([part]), use_cache=True, logits_to_keep=keep, **{arg: theirs}
+            ).logits[0]
+        assert torch.equal(got, want)
+    for a, b in zip(ours.layers, theirs.layers, strict=True):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    with pytest.raises(ValueError, match="at least one row"):
+        forward_logits(hf, ids, 0, ours)
