@@ -21,6 +21,9 @@ On the embedded SmolLM2-135M-Instruct (the default dtype, the thread count
   (``bench/prefix_cache.py``'s workload, on and off alternating);
 - the prefill of the ~1,000-token prompt on one thread against ``prefill_threads`` (every
   core; decode steps keep one free), alternating, and whether the greedy tokens after it agree;
+- passes of several tokens through the lean feed (``LeanDecode.feed``) against
+  ``model.forward`` (``model.lean_feed``), alternating: the ~1,000-token prefill and a ~40-token
+  extension (an injected result), and whether the greedy tokens after them agree;
 - the async speedup on the real model with this decoder: teacher-forced replay of the parallel
   set (``bench/_replay.py``), sync against async;
 - eval throughput: cases per minute of ``run_bfcl`` on the same BFCL ``simple_python`` cases in
@@ -76,6 +79,11 @@ NOTES = " ".join(
 )
 LONG_QUESTION = f"{NOTES}\nWrite a long story about the keeper of this storeroom."
 CONCURRENCY = (1, 2, 4, 8)
+RESULT_TEXT = (
+    '\n[INTR] c1 [HEAD] {"function": "get_weather", "status": "ok", "result": '
+    '{"city": "Paris", "temp_c": 17, "sky": "clear"}} [END]\n'
+)
+"""An injected result, as the session formats one (about 40 tokens)."""
 
 
 def prompt_ids(model: TransformersModel, text: str) -> list[int]:
@@ -311,6 +319,40 @@ async def prefill_rate(model: TransformersModel, reps: int) -> dict[str, Any]:
     }
 
 
+async def feed_rate(model: TransformersModel, reps: int) -> dict[str, Any]:
+    """Passes of several tokens through the lean feed against ``model.forward``
+    (``model.lean_feed``), alternating: the prefill of the ~1,000-token prompt and an extension of
+    an injected result after a few tokens; and whether the greedy tokens after both agree."""
+    ids = prompt_ids(model, LONG_QUESTION)
+    seconds: dict[bool, dict[str, list[float]]] = {
+        on: {"prefill": [], "extend": []} for on in (True, False)
+    }
+    tokens: dict[bool, list[int]] = {}
+    try:
+        for _ in range(reps):
+            for on in (True, False):
+                model.lean_feed = on
+                decoder = await model.start_tokens(ids, SamplingParams(max_tokens=16))
+                seconds[on]["prefill"].append(decoder.last_prefill_s or 0.0)
+                out = [t.id for _ in range(4) if (t := await decoder.step()) is not None]
+                await decoder.extend(RESULT_TEXT)
+                seconds[on]["extend"].append(decoder.last_prefill_s or 0.0)
+                while (token := await decoder.step()) is not None:
+                    out.append(token.id)
+                tokens.setdefault(on, out)
+                await decoder.close()
+    finally:
+        model.lean_feed = True
+    median = {on: {k: statistics.median(v) for k, v in d.items()} for on, d in seconds.items()}
+    return {
+        "extension_tokens": len(model.encode(RESULT_TEXT)) + 1,  # and the pending token
+        "seconds": median,
+        "prefill_speedup": median[False]["prefill"] / median[True]["prefill"],
+        "extend_speedup": median[False]["extend"] / median[True]["extend"],
+        "same_greedy_tokens": tokens[True] == tokens[False],
+    }
+
+
 async def eval_rate(cases: int) -> dict[str, Any]:
     """Cases per minute of run_bfcl at concurrency 4 against 1, on one loaded model; and at 4
     with prefill on one thread (``prefill_threads=1``) against its default."""
@@ -375,6 +417,7 @@ async def main(argv: list[str]) -> None:
     batched = model.batched_rows - rows0
     first = await ttft(model, ttft_reps)
     prefill = await prefill_rate(model, reps + 1)
+    fed = await feed_rate(model, reps + 1)
     model.close()
     replayed = await replay(3 if args.quick else 6)
     evals = await eval_rate(12 if args.quick else 20)
@@ -395,6 +438,12 @@ async def main(argv: list[str]) -> None:
     print(
         f"prefill of {long_tokens} tokens: 1 thread {prefill['one_s']:.3f}s, "
         f"{prefill['threads']} threads {prefill['many_s']:.3f}s"
+    )
+    feed_s = fed["seconds"]
+    print(
+        f"lean feed against model.forward: prefill {feed_s[True]['prefill']:.3f}s vs "
+        f"{feed_s[False]['prefill']:.3f}s, extension of {fed['extension_tokens']} tokens "
+        f"{feed_s[True]['extend']:.3f}s vs {feed_s[False]['extend']:.3f}s"
     )
     print(f"replay, parallel set: sync {replayed['sync']:.2f}s, async {replayed['async']:.2f}s")
     print(f"eval cases/min: {evals['cases_per_min']}, same verdicts: {evals['same_verdicts']}")
@@ -438,6 +487,10 @@ async def main(argv: list[str]) -> None:
         "prefill_threads": prefill["threads"],
         "prefill_threads_speedup": round(prefill["speedup"], 3),
         "prefill_threads_same_greedy_tokens": prefill["same_greedy_tokens"],
+        "lean_feed_prefill_speedup": round(fed["prefill_speedup"], 3),
+        "lean_feed_extend_speedup": round(fed["extend_speedup"], 3),
+        "lean_feed_extension_tokens": fed["extension_tokens"],
+        "lean_feed_same_greedy_tokens": fed["same_greedy_tokens"],
         "replay_speedup_async_vs_sync_parallel_set": round(replayed["speedup"], 3),
         "eval_cases_per_min": {str(k): round(v, 2) for k, v in evals["cases_per_min"].items()},
         "eval_cases_per_min_ratio": round(

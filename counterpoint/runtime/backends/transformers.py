@@ -220,9 +220,14 @@ class TransformersModel:
         model's own forward, bit for bit, without its per-call Python overhead; on CPUs whose
         one-row matmul rounds apart from a batch's, the forward of the row in a batch), and
         passes of several tokens (prefill chunks, extensions, jump-forward) through its
-        :meth:`~._lean.LeanDecode.feed` where that is bit for bit the model's forward;
-        ``False`` runs every pass through ``model.forward``. Only Llama-architecture models with
-        SDPA attention have it."""
+        :meth:`~._lean.LeanDecode.feed` where that is bit for bit the model's forward (see
+        :attr:`lean_feed`); ``False`` runs every pass through ``model.forward``. Only
+        Llama-architecture models with SDPA attention have it."""
+        self.lean_feed = True
+        """With :attr:`lean_decode`, run passes of several tokens through
+        :meth:`~._lean.LeanDecode.feed` where a probe finds it bit for bit the model's forward
+        (so it changes no token); ``False`` runs them through ``model.forward`` (whose head on a
+        slice of the hidden states copies the whole vocabulary matrix at every pass)."""
 
     # ----------------------------------------------------------------------------- construction
 
@@ -727,7 +732,7 @@ class TransformersModel:
     def _lean_feed(self, cache: DynamicCache) -> LeanDecode | None:
         """The lean step, where it may run a pass of several tokens on ``cache`` bit for bit as
         the model's forward would (:meth:`~._lean.LeanDecode.feeds_exactly`); else ``None``."""
-        lean = self._lean_step() if self.lean_decode else None
+        lean = self._lean_step() if self.lean_decode and self.lean_feed else None
         if lean is None or not lean.fits(cache) or not lean.feeds_exactly():
             return None
         return lean

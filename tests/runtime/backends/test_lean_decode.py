@@ -257,7 +257,8 @@ async def test_passes_of_several_tokens_run_lean_and_change_no_token(
     model: TransformersModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A prompt, an extension and the steps after them: the same tokens whether passes of
-    several tokens run the lean feed or the model's forward, and the feed does run them."""
+    several tokens run the lean feed or the model's forward (``lean_feed``), and the feed does
+    run them."""
     shared = LeanDecode.of(model.hf_model)
     assert shared is not None and shared.feeds_exactly()  # probed before passes are counted
     fed: list[int] = []
@@ -271,8 +272,7 @@ async def test_passes_of_several_tokens_run_lean_and_change_no_token(
     fresh = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
     runs: dict[bool, list[int]] = {}
     for lean in (True, False):
-        if not lean:
-            monkeypatch.setattr(LeanDecode, "feeds_exactly", lambda self: False)
+        fresh.lean_feed = lean
         decoder = await fresh.start(
             [Message(role="user", content=PROMPTS[2])], SamplingParams(max_tokens=30)
         )
@@ -286,7 +286,7 @@ async def test_passes_of_several_tokens_run_lean_and_change_no_token(
             assert len(fed) >= 2 and min(fed) > 1, fed
             counted = len(fed)
     fresh.close()
-    assert len(fed) == counted  # none with the feed refused
+    assert len(fed) == counted  # none with lean_feed off
     assert runs[True] == runs[False]
 
 
