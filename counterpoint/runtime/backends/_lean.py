@@ -13,7 +13,9 @@ Worker thread only.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -32,6 +34,7 @@ from counterpoint.runtime.backends._attention import PACKED_SDPA, packed_decode
 __all__ = ["BatchMode", "LeanDecode"]
 
 BatchMode = Literal["rows", "padded", "alone"]
+_LOG = logging.getLogger(__name__)
 
 
 class LeanDecode:
@@ -96,8 +99,10 @@ class LeanDecode:
         self._single: tuple[Callable[[torch.Tensor], torch.Tensor], list[Any]] | None = None
         """The vocabulary head and layers a one-row step runs (padded ones where they must be)."""
         self._attention_modules = [layer.self_attn for layer in inner.layers]
-        self._feeds: bool | None = None
-        """Whether :meth:`feed` gives what the model's forward gives (probed once)."""
+        self._feeds: dict[tuple[str, str, tuple[int, ...]], bool] = {}
+        """Whether :meth:`feed` gives what the model's forward gives, per attention
+        implementation, dtype and thread counts (probed once each)."""
+        self._feeds_lock = threading.Lock()
 
     def _hooked(self) -> bool:
         """True if a forward hook is registered on a bypassed module (or globally)."""
@@ -228,7 +233,8 @@ class LeanDecode:
 
     def feed(self, token_ids: Sequence[int], cache: DynamicCache, keep: int) -> torch.Tensor:
         """Feed several tokens of one sequence onto ``cache`` in one pass; return the logits
-        after each of the last ``keep`` (``[keep, vocab]``; ``[0, vocab]`` when 0).
+        after each of the last ``keep`` (``[min(keep, len(token_ids)), vocab]``, as the
+        forward's slice gives them; ``[0, vocab]`` when 0).
 
         The pass runs the tensor operations of the model's own forward for it, called as the
         model calls them (its causal mask, rotary embedding and attention implementation), so
@@ -266,39 +272,58 @@ class LeanDecode:
         logits: torch.Tensor = self._head(rows)
         return logits
 
-    def feeds_exactly(self) -> bool:
-        """True where :meth:`feed` gives bit for bit what the model's forward gives: checked
-        once, on probe tokens, for a first pass and a pass on a cache, keeping one and two rows
-        of logits (a transformers version whose forward differs, or a kernel that rounds a
-        matrix of rows apart from a slice of them, fails it, and passes then run the model's
-        own forward)."""
-        if self._feeds is None:
-            self._feeds = self._probe_feed()
-        return self._feeds
+    def feeds_exactly(self, threads: Sequence[int] = ()) -> bool:
+        """True where :meth:`feed` gives bit for bit what the model's forward gives, on each of
+        ``threads`` (torch thread counts passes may run on; default: the current one).
 
-    def _probe_feed(self) -> bool:
+        Checked once per attention implementation, dtype and thread counts, on probe tokens: a
+        first pass of 40 tokens keeping one row, 8 tokens on its cache keeping all 8, and 130
+        more keeping two, logits and keys and values (a transformers version whose forward
+        differs, or a kernel that rounds a matrix of rows apart from a slice of them, fails it,
+        and passes then run the model's own forward). Worker threads only; thread-safe.
+        """
+        counts = tuple(sorted(set(threads))) or (torch.get_num_threads(),)
+        key = (str(self._config._attn_implementation), str(self._embed.weight.dtype), counts)
+        if key not in self._feeds:
+            with self._feeds_lock:
+                if key not in self._feeds:
+                    self._feeds[key] = all(self._probe_feed(n) for n in counts)
+        return self._feeds[key]
+
+    def _probe_feed(self, threads: int) -> bool:
         model = self._model()
         if model is None:
             return False
         vocab = int(self._config.vocab_size)
-        ids = [(7919 * i + 13) % vocab for i in range(1, 39)]  # 33 tokens, then 5
+        ids = [(7919 * i + 13) % vocab for i in range(1, 179)]
+        passes = ((ids[:40], 1), (ids[40:48], 8), (ids[48:], 2))
         parameters = inspect.signature(model.forward).parameters
         argument = "cache" if "cache" in parameters else "past_key_values"
         ours = DynamicCache(config=self._config)
         theirs = DynamicCache(config=self._config)
+        now = torch.get_num_threads()
+        torch.set_num_threads(threads)
         try:
             with torch.inference_mode():
-                for part, keep in ((ids[:33], 1), (ids[33:], 2)):
+                for part, keep in passes:
                     mine = self.feed(part, ours, keep)
                     kwargs: dict[str, Any] = {argument: theirs}
                     if "logits_to_keep" in parameters:  # as the decoder calls it
                         kwargs["logits_to_keep"] = keep
                     out = model(input_ids=torch.tensor([part]), use_cache=True, **kwargs)
                     if not torch.equal(mine, out.logits[0, -keep:]):
+                        _LOG.debug("lean feed: %d tokens round apart from the forward", len(part))
                         return False
-        except Exception:  # an API this pass does not know: the model's forward it is
+                layers = zip(ours.layers, theirs.layers, strict=True)
+                same = all(_same_layer(a, b) for a, b in layers)
+        except Exception as error:  # an API this pass does not know: the model's forward it is
+            _LOG.debug("lean feed: the probe failed (%r); passes run the forward", error)
             return False
-        return all(_same_layer(a, b) for a, b in zip(ours.layers, theirs.layers, strict=True))
+        finally:
+            torch.set_num_threads(now)
+        if not same:
+            _LOG.debug("lean feed: keys or values round apart from the forward")
+        return same
 
     @staticmethod
     def _attend(
@@ -509,20 +534,20 @@ def _same_layer(a: Any, b: Any) -> bool:
 
 
 def _causal_mask(config: Any, x: torch.Tensor, cache: DynamicCache, positions: torch.Tensor) -> Any:
-    """The attention mask the model's forward builds for a pass of ``x`` at ``positions``."""
-    parameters = inspect.signature(create_causal_mask).parameters
-    if "cache" in parameters:
-        return create_causal_mask(
-            config=config, inputs_embeds=x, attention_mask=None, cache=cache, position_ids=positions
-        )
-    return create_causal_mask(  # transformers 4.x
-        config=config,
-        input_embeds=x,
-        attention_mask=None,
-        cache_position=positions[0],
-        past_key_values=cache,
-        position_ids=positions,
-    )
+    """The attention mask the model's forward builds for a pass of ``x`` at ``positions``
+    (transformers' keyword names differ between versions: read from its signature)."""
+    names = _mask_parameters()
+    kwargs: dict[str, Any] = {"config": config, "attention_mask": None, "position_ids": positions}
+    kwargs["inputs_embeds" if "inputs_embeds" in names else "input_embeds"] = x
+    kwargs["cache" if "cache" in names else "past_key_values"] = cache
+    if "cache_position" in names:  # transformers 4.x
+        kwargs["cache_position"] = positions[0]
+    return create_causal_mask(**kwargs)
+
+
+@functools.cache
+def _mask_parameters() -> frozenset[str]:
+    return frozenset(inspect.signature(create_causal_mask).parameters)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -733,9 +733,11 @@ class TransformersModel:
         """The lean step, where it may run a pass of several tokens on ``cache`` bit for bit as
         the model's forward would (:meth:`~._lean.LeanDecode.feeds_exactly`); else ``None``."""
         lean = self._lean_step() if self.lean_decode and self.lean_feed else None
-        if lean is None or not lean.fits(cache) or not lean.feeds_exactly():
+        if lean is None or not lean.fits(cache):
             return None
-        return lean
+        # on every thread count a pass may run on (see pass_threads)
+        threads = (torch.get_num_threads(), self.prefill_threads)
+        return lean if lean.feeds_exactly(threads) else None
 
     def close(self) -> None:
         """Stop the worker thread (after the forward pass in progress). Idempotent."""
@@ -1017,9 +1019,9 @@ class TransformersDecoder:
         return logits
 
     def _pass(self, cache: DynamicCache, ids: list[int], keep: int) -> torch.Tensor:
-        """One forward pass of ``ids`` on ``cache`` (the lean step for one token, else
-        ``model.forward``); the logits after each of the last ``keep`` (an empty ``[0, vocab]``
-        when 0)."""
+        """One forward pass of ``ids`` on ``cache`` (the lean step for one token, the lean feed
+        for several where it is exact, else ``model.forward``); the logits after each of the last
+        ``keep`` (an empty ``[0, vocab]`` when 0)."""
         owner = self._owner
         if len(ids) == 1 and (lean := self._lean_pass(cache, ids[0])) is not None:
             return lean if keep else lean[:0]
@@ -1511,18 +1513,19 @@ class TransformersDecoder:
 
 
 def forward_logits(
-    hf_model: Any, ids: Sequence[int], keep: int, cache: DynamicCache
+    hf_model: Any, ids: Sequence[int], keep: int, cache: DynamicCache, *, lean: bool = True
 ) -> torch.Tensor:
     """One forward pass of ``ids`` onto ``cache``: the logits after each of the last ``keep``
-    (``keep`` >= 1), as the model's forward gives them. A pass of several tokens runs
+    (``keep`` >= 1), as the model's forward gives them. With ``lean`` (a model's
+    ``lean_decode and lean_feed``), a pass of several tokens runs
     :meth:`~._lean.LeanDecode.feed` where that is bit for bit the forward (Llama models, no hook;
     probed once per model), without the forward's slow head on a slice. Worker thread."""
     if keep < 1:
         raise ValueError(f"keep at least one row of logits, got {keep}")
-    lean = LeanDecode.of(hf_model) if len(ids) > 1 else None
+    feeder = LeanDecode.of(hf_model) if lean and len(ids) > 1 else None
     with torch.inference_mode():
-        if lean is not None and lean.fits(cache) and lean.feeds_exactly():
-            return lean.feed(ids, cache, keep)
+        if feeder is not None and feeder.fits(cache) and feeder.feeds_exactly():
+            return feeder.feed(ids, cache, keep)
         out = hf_model(
             input_ids=torch.tensor([list(ids)], dtype=torch.long),
             use_cache=True,

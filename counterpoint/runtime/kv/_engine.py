@@ -99,6 +99,10 @@ class Engine:
             raise CounterpointError(f"policy {self.policy!r} does not re-rotate KV")
         return self.rotary
 
+    def _lean(self) -> bool:
+        """Whether passes may run the base model's lean feed (its switches)."""
+        return bool(self.base.lean_decode and self.base.lean_feed)
+
     def canonical(self, block: KVBlock, start: int) -> KVBlock:
         """``block`` (first token at ``start``) moved so that its first token sits at 0 (owned)."""
         keys = self._rotate().rotate(block.keys, -start) if start else block.keys.clone()
@@ -118,7 +122,7 @@ class Engine:
             if match.kv is not None
             else DynamicCache(config=self.hf.config)
         )
-        forward_logits(self.hf, ids[match.length :], 1, cache)
+        forward_logits(self.hf, ids[match.length :], 1, cache, lean=self._lean())
         self._computed += len(ids) - match.length
         kv = KVBlock.from_cache(cache)
         if remember:
@@ -437,11 +441,15 @@ class Engine:
         n = min(self.config.fidelity_tokens, len(generated))
         tail = [plan.ids[-1], *generated[: n - 1]]
         reuse_cache = KVBlock.from_cache(cache, 0, len(plan.ids) - 1).to_cache(self.hf.config)
-        candidate = forward_logits(self.hf, tail, n, reuse_cache)
+        candidate = forward_logits(self.hf, tail, n, reuse_cache, lean=self._lean())
         match = self.prefix.match(plan.ids[:-1])
         dense_cache = match.kv.to_cache(self.hf.config) if match.kv is not None else None
         reference = forward_logits(
-            self.hf, [*plan.ids[match.length :], *generated[: n - 1]], n, dense_cache
+            self.hf,
+            [*plan.ids[match.length :], *generated[: n - 1]],
+            n,
+            dense_cache,
+            lean=self._lean(),
         )
         return compare_logits(reference, candidate)
 

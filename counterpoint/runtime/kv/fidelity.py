@@ -78,12 +78,18 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor) -> Fidelity
 
 
 def forward_logits(
-    hf_model: Any, ids: Sequence[int], keep: int, cache: DynamicCache | None = None
+    hf_model: Any,
+    ids: Sequence[int],
+    keep: int,
+    cache: DynamicCache | None = None,
+    *,
+    lean: bool = True,
 ) -> torch.Tensor:
-    """Feed ``ids`` (onto ``cache``, or from scratch) and return the last ``keep`` logits, in
-    fp32 (the backend's :func:`~counterpoint.runtime.backends.transformers.forward_logits`).
+    """Feed ``ids`` (onto ``cache``, or from scratch) and return the last ``keep`` (>= 1)
+    logits, in fp32 (the backend's
+    :func:`~counterpoint.runtime.backends.transformers.forward_logits`; ``lean`` as there).
 
     Runs a forward pass: call it in the model's worker thread. ``cache`` grows.
     """
     past = cache if cache is not None else DynamicCache(config=hf_model.config)
-    return backend_forward_logits(hf_model, ids, keep, past).float()
+    return backend_forward_logits(hf_model, ids, keep, past, lean=lean).float()

@@ -225,7 +225,8 @@ def test_a_pass_of_several_tokens_is_bit_identical_to_the_forward(
     model: TransformersModel, attention: str
 ) -> None:
     """``LeanDecode.feed``: a prompt on an empty cache, then short and long passes on it, keeping
-    one, two or no rows of logits, give the forward's logits and keys and values bit for bit."""
+    one, two, all or no rows of logits, give the forward's logits and keys and values bit for
+    bit."""
     hf = model.hf_model
     lean = LeanDecode.build(hf)
     assert lean is not None and lean.feeds_exactly()
@@ -233,10 +234,12 @@ def test_a_pass_of_several_tokens_is_bit_identical_to_the_forward(
     ids = _ids(model, PROMPTS[1])
     more = model.encode(" The sea is wide and deep, and the wind is cold tonight." * 12)
     ours, theirs = DynamicCache(config=hf.config), DynamicCache(config=hf.config)
+    before = hf.config._attn_implementation
     hf.set_attn_implementation(attention)
     try:
+        assert lean.feeds_exactly()  # probed on this attention too
         with torch.inference_mode():
-            for part, keep in ((ids, 1), (more[:5], 2), (more[5:7], 1), (more[7:], 0)):
+            for part, keep in ((ids, 1), (more[:5], 2), (more[5:9], 4), (more[9:], 0)):
                 got = lean.feed(part, ours, keep)
                 want = hf(
                     input_ids=torch.tensor([part]),
@@ -249,7 +252,7 @@ def test_a_pass_of_several_tokens_is_bit_identical_to_the_forward(
                 for a, b in zip(ours.layers, theirs.layers, strict=True):
                     assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     finally:
-        hf.set_attn_implementation(PACKED_SDPA)
+        hf.set_attn_implementation(before)
     assert len(more) > 100  # the last pass is a long one
 
 
@@ -258,9 +261,11 @@ async def test_passes_of_several_tokens_run_lean_and_change_no_token(
 ) -> None:
     """A prompt, an extension and the steps after them: the same tokens whether passes of
     several tokens run the lean feed or the model's forward (``lean_feed``), and the feed does
-    run them."""
+    run them; a probe that fails sends them to the forward too."""
+    fresh = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
     shared = LeanDecode.of(model.hf_model)
-    assert shared is not None and shared.feeds_exactly()  # probed before passes are counted
+    threads = (torch.get_num_threads(), fresh.prefill_threads)
+    assert shared is not None and shared.feeds_exactly(threads)  # probed before counting
     fed: list[int] = []
     feed = LeanDecode.feed
 
@@ -269,10 +274,11 @@ async def test_passes_of_several_tokens_run_lean_and_change_no_token(
         return feed(self, ids, cache, keep)
 
     monkeypatch.setattr(LeanDecode, "feed", counting)
-    fresh = TransformersModel(model.hf_model, model.tokenizer, prefix_cache=False)
-    runs: dict[bool, list[int]] = {}
-    for lean in (True, False):
-        fresh.lean_feed = lean
+    runs: dict[str, list[int]] = {}
+    for lean in ("on", "off", "probe fails"):
+        fresh.lean_feed = lean != "off"
+        if lean == "probe fails":
+            monkeypatch.setattr(LeanDecode, "feeds_exactly", lambda self, threads=(): False)
         decoder = await fresh.start(
             [Message(role="user", content=PROMPTS[2])], SamplingParams(max_tokens=30)
         )
@@ -282,12 +288,12 @@ async def test_passes_of_several_tokens_run_lean_and_change_no_token(
             ids.append(token.id)
         await decoder.close()
         runs[lean] = ids
-        if lean:  # the prompt (in pieces at its message boundaries) and the extension
+        if lean == "on":  # the prompt (in pieces at its message boundaries) and the extension
             assert len(fed) >= 2 and min(fed) > 1, fed
             counted = len(fed)
     fresh.close()
-    assert len(fed) == counted  # none with lean_feed off
-    assert runs[True] == runs[False]
+    assert len(fed) == counted  # none with lean_feed off or the probe failed
+    assert runs["on"] == runs["off"] == runs["probe fails"]
 
 
 def test_a_feed_that_differs_from_the_forward_is_not_used(model: TransformersModel) -> None:
@@ -308,14 +314,28 @@ def test_a_feed_that_differs_from_the_forward_is_not_used(model: TransformersMod
         assert not lean.feeds_exactly(), broken
 
 
-def test_the_backends_forward_logits_are_the_forwards(model: TransformersModel) -> None:
-    """``forward_logits`` (what KV reuse prefills with): several tokens through the feed, one
-    through the model's forward, both bit for bit what the forward gives and leaves."""
+def test_the_backends_forward_logits_are_the_forwards(
+    model: TransformersModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``forward_logits`` (what KV reuse prefills with): several tokens through the feed (on an
+    empty cache and on a filled one), one through the model's forward, all bit for bit what the
+    forward gives and leaves; ``lean=False`` keeps to the forward."""
     hf = model.hf_model
     arg = cache_argument(hf)
     ids = _ids(model, PROMPTS[0])
+    fed: list[int] = []
+    feed = LeanDecode.feed
+
+    def counting(self: LeanDecode, part: Any, cache: DynamicCache, keep: int) -> torch.Tensor:
+        fed.append(len(part))
+        return feed(self, part, cache, keep)
+
+    monkeypatch.setattr(LeanDecode, "feed", counting)
+    shared = LeanDecode.of(hf)
+    assert shared is not None and shared.feeds_exactly()
+    fed.clear()  # the probe's own feeds
     ours, theirs = DynamicCache(config=hf.config), DynamicCache(config=hf.config)
-    for part, keep in ((ids[:-1], 3), (ids[-1:], 1)):
+    for part, keep in ((ids[:-5], 3), (ids[-5:-1], 2), (ids[-1:], 1)):
         got = forward_logits(hf, part, keep, ours)
         with torch.inference_mode():
             want = hf(
@@ -324,5 +344,8 @@ def test_the_backends_forward_logits_are_the_forwards(model: TransformersModel) 
         assert torch.equal(got, want)
     for a, b in zip(ours.layers, theirs.layers, strict=True):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    assert fed == [len(ids) - 5, 4]
+    forward_logits(hf, ids, 1, DynamicCache(config=hf.config), lean=False)
+    assert fed == [len(ids) - 5, 4]
     with pytest.raises(ValueError, match="at least one row"):
         forward_logits(hf, ids, 0, ours)
