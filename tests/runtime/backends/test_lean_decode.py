@@ -256,6 +256,19 @@ def test_a_pass_of_several_tokens_is_bit_identical_to_the_forward(
     assert len(more) > 100  # the last pass is a long one
 
 
+def _count_feeds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every ``LeanDecode.feed`` pass from now on (the feed still runs)."""
+    fed: list[int] = []
+    feed = LeanDecode.feed
+
+    def counting(self: LeanDecode, ids: Any, cache: DynamicCache, keep: int) -> torch.Tensor:
+        fed.append(len(ids))
+        return feed(self, ids, cache, keep)
+
+    monkeypatch.setattr(LeanDecode, "feed", counting)
+    return fed
+
+
 async def test_passes_of_several_tokens_run_lean_and_change_no_token(
     model: TransformersModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,14 +279,7 @@ async def test_passes_of_several_tokens_run_lean_and_change_no_token(
     shared = LeanDecode.of(model.hf_model)
     threads = (torch.get_num_threads(), fresh.prefill_threads)
     assert shared is not None and shared.feeds_exactly(threads)  # probed before counting
-    fed: list[int] = []
-    feed = LeanDecode.feed
-
-    def counting(self: LeanDecode, ids: Any, cache: DynamicCache, keep: int) -> torch.Tensor:
-        fed.append(len(ids))
-        return feed(self, ids, cache, keep)
-
-    monkeypatch.setattr(LeanDecode, "feed", counting)
+    fed = _count_feeds(monkeypatch)
     runs: dict[str, list[int]] = {}
     for lean in ("on", "off", "probe fails"):
         fresh.lean_feed = lean != "off"
@@ -323,14 +329,7 @@ def test_the_backends_forward_logits_are_the_forwards(
     hf = model.hf_model
     arg = cache_argument(hf)
     ids = _ids(model, PROMPTS[0])
-    fed: list[int] = []
-    feed = LeanDecode.feed
-
-    def counting(self: LeanDecode, part: Any, cache: DynamicCache, keep: int) -> torch.Tensor:
-        fed.append(len(part))
-        return feed(self, part, cache, keep)
-
-    monkeypatch.setattr(LeanDecode, "feed", counting)
+    fed = _count_feeds(monkeypatch)
     shared = LeanDecode.of(hf)
     assert shared is not None and shared.feeds_exactly()
     fed.clear()  # the probe's own feeds
